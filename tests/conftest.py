@@ -8,7 +8,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-SHARED_PCAPS = ROOT.parent / "shared" / "pcaps"
 
 
 @pytest.fixture(scope="session")

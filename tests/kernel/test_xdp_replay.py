@@ -1,6 +1,6 @@
 """`hostsdn replay --nic xdp`: the real BPF program as the NIC (BPF_PROG_TEST_RUN) gives
 byte-identical outputs to simnic and to the host alone, on the example and on every
-shared capture; its nic_hits count the frames the program handled."""
+capture (tests/captures.py); its nic_hits count the frames the program handled."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from captures import capture_params
 from fidelity import CONFIGS, assert_same, policy_for, sctp_association, sctp_policy
 from hostsdn.nic.datapath import DatapathOptions
 from hostsdn.runtime.pcap import read_frames
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared" / "pcaps"
-CAPTURES = sorted(p for p in SHARED.rglob("*") if p.suffix in (".pcap", ".pcapng", ".cap"))
 
 pytestmark = pytest.mark.usefixtures("xdp_ready")
 
@@ -43,7 +42,7 @@ def test_sctp_association_stays_on_the_host_with_xdp():
     assert sums["xdp"]["offload_refused"] == {"unsupported_match": 2}
 
 
-@pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.name)
+@pytest.mark.parametrize("capture", capture_params())
 def test_capture_replay_is_identical_on_xdp(capture):
     frames = read_frames(capture)
     assert_same(policy_for(frames), [(f.time, f.data, None) for f in frames],

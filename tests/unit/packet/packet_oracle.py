@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import glob
-import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import dpkt
 from scapy.layers.inet import ICMP, IP, TCP, UDP
@@ -13,12 +12,10 @@ from scapy.layers.sctp import SCTP
 from scapy.layers.vxlan import VXLAN  # noqa: F401  (binds UDP port 4789)
 from scapy.packet import NoPayload, Packet
 
-PCAP_DIR = "/work/shared/pcaps"
-
 _CHECKSUMMED = (IP, TCP, UDP, ICMP, GRE, SCTP)
 
 
-def _link_type(path: str) -> int:
+def _link_type(path: str | Path) -> int:
     with open(path, "rb") as handle:
         magic = handle.read(4)
         handle.seek(0)
@@ -27,14 +24,12 @@ def _link_type(path: str) -> int:
         return int(reader.datalink())
 
 
-def capture_paths(*, ethernet: bool = True) -> list[str]:
-    """Captures of the corpus whose link type (low 16 bits) is Ethernet, or all others."""
-    paths = [p for p in glob.glob(os.path.join(PCAP_DIR, "**", "*"), recursive=True)
-             if p.endswith((".pcap", ".pcapng", ".cap"))]
-    return sorted(p for p in paths if (_link_type(p) & 0xFFFF == 1) == ethernet)
+def by_link_type(paths: list[Path], *, ethernet: bool = True) -> list[Path]:
+    """The captures whose link type (low 16 bits) is Ethernet, or all others."""
+    return [p for p in paths if (_link_type(p) & 0xFFFF == 1) == ethernet]
 
 
-def read_frames(path: str) -> Iterator[bytes]:
+def read_frames(path: str | Path) -> Iterator[bytes]:
     """Frames of a pcap/pcapng file (dpkt)."""
     with open(path, "rb") as handle:
         magic = handle.read(4)

@@ -1,4 +1,5 @@
-"""Every frame of the capture corpus (/work/shared/pcaps): parse or PacketError, nothing else.
+"""Every frame of every capture (tests/data/pcaps, and ../shared/pcaps when it is there; see
+tests/captures.py): parse or PacketError, nothing else.
 
 Also: flow_key agrees with parse_frame (same key, or the same error), the raw rebuild
 gives the bytes back, and frames whose checksums are all right rebuild identically with
@@ -7,12 +8,13 @@ every length and checksum recomputed.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
+from pathlib import Path
 
 import pytest
-from packet_oracle import PCAP_DIR, capture_paths, read_frames
+from packet_oracle import by_link_type, read_frames
 
+from captures import all_captures, capture_params, carried, shared_corpus
 from hostsdn.errors import PacketError
 from hostsdn.packet import (
     Transposition,
@@ -24,17 +26,15 @@ from hostsdn.packet import (
     verify_checksums,
 )
 
-pytestmark = pytest.mark.skipif(not os.path.isdir(PCAP_DIR), reason="no capture corpus")
-
-PATHS = capture_paths() if os.path.isdir(PCAP_DIR) else []
-OTHER_PATHS = capture_paths(ethernet=False) if os.path.isdir(PCAP_DIR) else []
+ETHERNET = by_link_type(all_captures())
+OTHER = by_link_type(all_captures(), ethernet=False)
 
 
-@pytest.mark.parametrize("path", PATHS, ids=[os.path.basename(p) for p in PATHS])
-def test_capture(path: str) -> None:
+@pytest.mark.parametrize("path", capture_params(ETHERNET))
+def test_capture(path: Path) -> None:
     outcomes: Counter[str] = Counter()
     for index, data in enumerate(read_frames(path)):
-        where = f"{os.path.basename(path)} frame {index}"
+        where = f"{path.name} frame {index}"
         try:
             frame = parse_frame(data)
         except PacketError as error:
@@ -53,8 +53,8 @@ def test_capture(path: str) -> None:
             assert flow_key(decapped) == flow_key(data).inner, where
 
 
-@pytest.mark.parametrize("path", OTHER_PATHS, ids=[os.path.basename(p) for p in OTHER_PATHS])
-def test_non_ethernet_captures_read_as_ethernet_only_raise_packet_errors(path: str) -> None:
+@pytest.mark.parametrize("path", capture_params(OTHER))
+def test_non_ethernet_captures_read_as_ethernet_only_raise_packet_errors(path: Path) -> None:
     # Raw IP / SLL / loopback records are garbage as Ethernet: a robustness check.
     for data in read_frames(path):
         try:
@@ -87,7 +87,7 @@ EXPECTED_DROPS = {
 def test_malformed_captures_are_dropped_for_the_right_reason(name: str,
                                                              reasons: dict[str, int]) -> None:
     seen: Counter[str] = Counter()
-    for data in read_frames(os.path.join(PCAP_DIR, name)):
+    for data in read_frames(carried(name)):
         try:
             parse_frame(data)
         except PacketError as error:
@@ -95,10 +95,21 @@ def test_malformed_captures_are_dropped_for_the_right_reason(name: str,
     assert dict(seen) == reasons
 
 
-def test_tunnel_captures_yield_inner_keys() -> None:
-    for name, vni in (("vxlan_http.pcap", 1), ("vxlan_icmp_arp.pcap", 100),
-                      ("vxlan_dns_https.pcap", 1111)):
-        keys = [flow_key(data) for data in read_frames(os.path.join(PCAP_DIR, name))]
-        assert keys and all(key.vni == vni and key.inner is not None for key in keys)
-    (nvgre,) = [flow_key(d) for d in read_frames(os.path.join(PCAP_DIR, "nvgre_tcp.pcap"))]
+def _vxlan_captures() -> list[tuple[Path, int]]:
+    cases = [(carried("vxlan_http.pcap"), 1), (carried("vxlan_icmp_arp.pcap"), 100)]
+    corpus = shared_corpus()
+    if corpus is not None:      # LGPL: not carried
+        cases.append((corpus / "vxlan_dns_https.pcap", 1111))
+    return cases
+
+
+@pytest.mark.parametrize("path, vni", _vxlan_captures(),
+                         ids=lambda v: v.name if isinstance(v, Path) else str(v))
+def test_vxlan_captures_yield_inner_keys(path: Path, vni: int) -> None:
+    keys = [flow_key(data) for data in read_frames(path)]
+    assert keys and all(key.vni == vni and key.inner is not None for key in keys)
+
+
+def test_nvgre_capture_yields_the_inner_key() -> None:
+    (nvgre,) = [flow_key(d) for d in read_frames(carried("nvgre_tcp.pcap"))]
     assert nvgre.inner is not None and nvgre.inner.proto == 6
