@@ -37,6 +37,7 @@ from hostsdn.flows.table import (
     Flow,
     OffloadReason,
     PortTables,
+    Traffic,
 )
 from hostsdn.packet import apply_transposition, flow_key
 from hostsdn.packet.key import FRAG_LATER, FlowKey
@@ -214,6 +215,7 @@ class Switch:
             table = ps.tables.table(flow.direction)
             if table.get(flow.key) is flow:
                 del table[flow.key]
+            ps.tables.retired[flow.direction].add_flow(flow)
         self.counters["flows_removed"] += 1
         if self.observer is not None:
             self.observer.flow_removed(flow, reason)
@@ -411,7 +413,7 @@ class Switch:
                     drop_reason=drop, decided_by=tuple(walk.decided_by),
                     generation=ps.generation, conn=conn,
                     side=walk.side if walk.conn is not None else Side.ORIGINAL, dest=dest,
-                    created=now, last_used=now)
+                    created=now, last_used=now, id=self.counters["flows_created"] + 1)
         ps.tables.table(direction)[walk.key] = flow
         conn.flows.append(flow)
         self.counters["flows_created"] += 1
@@ -444,6 +446,20 @@ class Switch:
         for ps in self.ports.values():
             out.extend(ps.tables.out_flows.values())
             out.extend(ps.tables.in_flows.values())
+        return out
+
+    def port_traffic(self, port: str) -> dict[Direction, Traffic]:
+        """A port's packets and bytes per direction, host vs NIC, since it was created:
+        its live flows plus the ones removed (NIC counts as last pulled by the offload
+        manager's ``sync_stats``).  Never decreases while the port exists."""
+        ps = self.ports[port]
+        out: dict[Direction, Traffic] = {}
+        for direction, retired in ps.tables.retired.items():
+            t = Traffic(retired.host_packets, retired.host_bytes, retired.nic_packets,
+                        retired.nic_bytes)
+            for flow in ps.tables.table(direction).values():
+                t.add_flow(flow)
+            out[direction] = t
         return out
 
     def flow_count(self) -> int:

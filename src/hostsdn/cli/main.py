@@ -320,9 +320,12 @@ UP_NIC_CHOICES = ["simnic", "xdp", "none"]
               help="NIC flow-cache capacity per direction (flows).")
 @click.option("--offload-after", type=click.IntRange(min=1), default=1, show_default=True,
               help="Offload a flow at its N-th host-processed packet.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True,
+              help="Status and event lines as text, or one JSON object per line.")
 def up(policy: str, nic: str, as_daemon: bool, duration: float | None,
        remote_ips: tuple[str, ...], uplink_ns: str, status_interval: float, cache_size: int,
-       offload_after: int) -> None:
+       offload_after: int, log_format: str) -> None:
     """Bring POLICY up on this machine (root): a network namespace per VM port
     (hsdn-<port>) and one for the uplink, veth pairs to host-side interfaces, and the
     switch forwarding between them.  Stops on SIGINT/SIGTERM or after --duration and
@@ -334,7 +337,8 @@ def up(policy: str, nic: str, as_daemon: bool, duration: float | None,
     opts = d.UpOptions(datapath=DatapathOptions(nic=nic, cache_size=cache_size,
                                                 offload_after=offload_after),
                        uplink_ns=uplink_ns, remote_ips=tuple(dict.fromkeys(remote_ips)),
-                       duration=duration, status_interval=status_interval)
+                       duration=duration, status_interval=status_interval,
+                       log_format=log_format)
     try:
         pol = load_policy(policy)
         if as_daemon:

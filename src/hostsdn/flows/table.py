@@ -82,6 +82,8 @@ class Flow:
     offload_reason: OffloadReason | None = None
     nic_handle: int = 0
     removed: bool = False
+    id: int = 0
+    """Its number among the switch's flows (1, 2, ...; never reused while it runs)."""
 
     @property
     def is_drop(self) -> bool:
@@ -116,6 +118,22 @@ class LayerConn:
     generation: int
 
 
+@dataclass(slots=True)
+class Traffic:
+    """Packets and bytes of flows, by where they were processed."""
+
+    host_packets: int = 0
+    host_bytes: int = 0
+    nic_packets: int = 0
+    nic_bytes: int = 0
+
+    def add_flow(self, flow: Flow) -> None:
+        self.host_packets += flow.packets
+        self.host_bytes += flow.bytes
+        self.nic_packets += flow.nic_packets
+        self.nic_bytes += flow.nic_bytes
+
+
 @dataclass(slots=True, eq=False)
 class PortTables:
     """Per port: outgoing and incoming flow tables and per-layer connection entries."""
@@ -123,6 +141,10 @@ class PortTables:
     out_flows: dict[FlowKey, Flow] = field(default_factory=dict)
     in_flows: dict[FlowKey, Flow] = field(default_factory=dict)
     layer_conns: list[dict[FlowKey, LayerConn]] = field(default_factory=list)
+    retired: dict[Direction, Traffic] = field(
+        default_factory=lambda: {Direction.OUT: Traffic(), Direction.IN: Traffic()})
+    """The counters of the flows removed from the tables (so the port's totals, live
+    flows plus these, only grow)."""
 
     def table(self, direction: Direction) -> dict[FlowKey, Flow]:
         return self.out_flows if direction is Direction.OUT else self.in_flows

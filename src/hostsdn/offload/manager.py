@@ -101,6 +101,7 @@ class OffloadManager:
         self._next_handle = 1
         self._nic_last: dict[int, float] = {}
         self._nic_packets: dict[int, int] = {}
+        self._nic_bytes: dict[int, int] = {}
         self._rng = random.Random(self.config.seed)
         self.counters: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
@@ -218,6 +219,7 @@ class OffloadManager:
         self.offloaded[entry.direction][handle] = flow
         self._nic_last[handle] = flow.last_used
         self._nic_packets[handle] = 0
+        self._nic_bytes[handle] = 0
         if self.config.eviction in ("lru", "lfu"):
             heapq.heappush(self._victims[entry.direction], (self._rank(flow), handle))
         self._pending.append(FlowOp(OpKind.ADD, handle, entry))
@@ -233,6 +235,7 @@ class OffloadManager:
         self.offloaded[d].pop(handle, None)
         self._nic_last.pop(handle, None)
         self._nic_packets.pop(handle, None)
+        self._nic_bytes.pop(handle, None)
         self._pending.append(FlowOp(OpKind.DELETE, handle))
         flow.offload_state = OffloadState.HOST
         flow.offload_reason = reason
@@ -298,8 +301,11 @@ class OffloadManager:
             prev = self._nic_packets.get(handle, 0)
             if st.packets > prev:
                 flow.nic_packets += st.packets - prev
-                flow.nic_bytes = st.bytes
+                # bytes too by difference: a flow offloaded twice (evicted, back) keeps
+                # the bytes of its first entry
+                flow.nic_bytes += max(0, st.bytes - self._nic_bytes.get(handle, 0))
                 self._nic_packets[handle] = st.packets
+                self._nic_bytes[handle] = st.bytes
                 if flow.side is Side.REPLY:
                     flow.conn.seen_reply = True
             if st.last_used is not None:

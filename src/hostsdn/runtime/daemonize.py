@@ -1,0 +1,147 @@
+"""``hostsdn up --daemon`` and ``hostsdn down``: detaching a ``serve`` and stopping it.
+
+``start_daemon`` runs ``serve`` detached (double fork, new session, output to
+``<stem>.log``) and returns once it is ready (its API socket is listening by then).
+``stop_daemon`` signals it through the pidfile and destroys the topology by name, which
+also cleans up after a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from hostsdn.errors import DaemonError, HostsdnError
+from hostsdn.policy import model as pm
+from hostsdn.runtime import rundir
+from hostsdn.runtime.netns import UPLINK_NS, Topology, plan_from_json
+from hostsdn.runtime.serving import Service, UpOptions, serve
+
+__all__ = ["STOP_TIMEOUT", "start_daemon", "stop_daemon"]
+
+STOP_TIMEOUT = 10.0
+
+
+def start_daemon(policy: pm.Policy, policy_path: str | os.PathLike[str], opts: UpOptions,
+                 *, ready_timeout: float = 60.0, services: Sequence[Service] = ()) -> int:
+    """Run ``serve`` detached (double fork, new session, output to the log file).
+    Returns the daemon's pid once its topology is up, or raises with its error."""
+    if os.geteuid() != 0:
+        raise DaemonError("hostsdn up needs root (network namespaces, AF_PACKET)")
+    rundir.check_not_running(policy_path)
+    policy_path = Path(policy_path).resolve()
+    log = rundir.log_path(policy_path)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    r, w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:                                           # the caller
+        os.close(w)
+        os.waitpid(pid, 0)
+        msg = _read_until_eof(r, ready_timeout)
+        os.close(r)
+        if msg.startswith("ready "):
+            return int(msg.split()[1])
+        raise DaemonError(msg.removeprefix("error: ") or
+                          f"the daemon exited before it was ready; see {log}")
+    code = 1
+    try:                                              # the intermediate child
+        os.close(r)
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        os.chdir("/")                                 # the daemon
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        logfd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(logfd, 1)
+        os.dup2(logfd, 2)
+
+        reported = False
+
+        def ready(daemon_pid: int) -> None:
+            nonlocal reported
+            os.write(w, f"ready {daemon_pid}".encode())
+            os.close(w)
+            reported = True
+
+        try:
+            serve(policy, policy_path, opts, stream=sys.stderr, ready=ready,
+                  services=services)
+            code = 0
+        except BaseException as exc:  # noqa: BLE001  (reported to the caller, then exit 1)
+            traceback.print_exc()
+            if not reported:                          # else the caller has gone already
+                os.write(w, f"error: {one_line(exc)}".encode())
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def one_line(exc: BaseException) -> str:
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc) or type(exc).__name__
+
+
+def _read_until_eof(fd: int, timeout: float) -> str:
+    chunks = []
+    end = time.monotonic() + timeout
+    while True:
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        data = os.read(fd, 4096)
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def stop_daemon(policy: pm.Policy, policy_path: str | os.PathLike[str], *,
+                uplink_ns: str | None = None, timeout: float = STOP_TIMEOUT) -> list[str]:
+    """``hostsdn down``: stop the process of the pidfile (if it runs), then remove every
+    namespace and interface of the policy by name.  Returns what was done."""
+    if os.geteuid() != 0:
+        raise DaemonError("hostsdn down needs root")
+    done: list[str] = []
+    state = rundir.read_state(policy_path)
+    pid = rundir.read_pid(policy_path)
+    if pid is not None and rundir.alive_hostsdn(pid):
+        os.kill(pid, signal.SIGTERM)
+        if not wait_gone(pid, timeout):
+            os.kill(pid, signal.SIGKILL)
+            wait_gone(pid, 2.0)
+            done.append(f"killed pid {pid} (SIGKILL after {timeout:.0f}s)")
+        else:
+            done.append(f"stopped pid {pid}")
+    ns = uplink_ns or state.get("uplink_ns") or UPLINK_NS
+    topo = Topology(policy, uplink_ns=ns)
+    done.extend(topo.destroy())
+    if "plan" in state:
+        # the file may have been edited since 'up' (a reload refused for a topology
+        # change, then a crash): the names 'up' recorded go too
+        try:
+            topo.plan = plan_from_json(state["plan"])
+        except HostsdnError:
+            pass
+        else:
+            done.extend(topo.destroy())
+    rundir.remove_state(policy_path)
+    return done
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if not rundir.alive_hostsdn(pid):
+            return True
+        time.sleep(0.05)
+    return not rundir.alive_hostsdn(pid)

@@ -1,0 +1,265 @@
+"""Changing the policy of a running ``hostsdn up``: ONE path for SIGHUP, the API and the CLI.
+
+``Reloader`` lives in the daemon and runs in the packet loop's thread.  Two entries:
+
+* ``reload_file()`` - re-read the policy file ``up`` was started with (SIGHUP, ``POST
+  /v1/reload``, hence ``hostsdn reload``);
+* ``replace_text(text)`` - a new policy given as YAML text (``PUT /v1/policy``): on success
+  the text also replaces the policy file (atomically), so file and switch agree and a later
+  reload re-reads what runs.
+
+Both go through ``apply``: validate (``PolicyError``: file, line, field), check the
+topology against the running namespaces (``TopologyChanged`` with every difference),
+let the datapath (and its NIC backend) apply it (``Datapath.replace_policy``: nothing
+changes when it refuses).  The outcome is logged, written to ``<stem>.reload.json`` and
+counted (``outcomes``); a refused policy leaves the old one in force.
+
+``check_reload_request`` is what ``hostsdn reload`` checks before it asks the daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hostsdn.errors import DaemonError, HostsdnError, PolicyError
+from hostsdn.nic.datapath import Datapath
+from hostsdn.policy import model as pm
+from hostsdn.policy.loader import load_policy_text
+from hostsdn.runtime import rundir
+from hostsdn.runtime.logs import log_event, up_logger
+from hostsdn.runtime.netns import (
+    UPLINK_NS,
+    TopologyPlan,
+    plan_from_json,
+    plan_topology,
+    topology_differences,
+)
+from hostsdn.runtime.policyfile import load_policy
+
+__all__ = ["ReloadOutcome", "Reloader", "TopologyChanged", "check_reload_request",
+           "check_reloadable", "reload_datapath"]
+
+
+class TopologyChanged(DaemonError):
+    """A new policy changes what is baked into the namespaces; ``differences`` names each."""
+
+    def __init__(self, message: str, differences: list[str]) -> None:
+        super().__init__(message)
+        self.differences = differences
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadOutcome:
+    """The daemon's answer to a reload request."""
+
+    pid: int
+    """The daemon that answered."""
+    ok: bool
+    """True when the new policy is in force; False: the old one stays."""
+    message: str
+    """``ports changed: ...`` on success, else why the reload was refused."""
+    changed: tuple[str, ...] = ()
+    """The ports whose behaviour changed (on success)."""
+    kind: str = "applied"
+    """``applied``, ``invalid`` (bad policy), ``topology`` (a topology change), ``refused``
+    (the NIC backend refused it) or ``error`` (a bug)."""
+    differences: tuple[str, ...] = ()
+    """With ``topology``: each difference."""
+    file: str | None = None
+    line: int | None = None
+    field: str | None = None
+    """With ``invalid``: where the policy is wrong (as ``PolicyError`` says)."""
+    generation: int = 0
+    """The policy generation in force after the request (1 at start, +1 per applied)."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "ok": self.ok, "message": self.message,
+                "changed": list(self.changed), "kind": self.kind,
+                "differences": list(self.differences), "file": self.file, "line": self.line,
+                "field": self.field, "generation": self.generation}
+
+
+def check_reloadable(policy: pm.Policy, running: TopologyPlan, *, uplink_ns: str,
+                     remote_ips: tuple[str, ...] | list[str], policy_path: str) -> None:
+    """Raise ``TopologyChanged`` unless ``policy`` fits the namespaces of ``running`` as
+    they are: same ports, MACs, addresses, neighbours (mappings, SNAT/DNAT), uplink."""
+    try:
+        plan = plan_topology(policy, uplink_ns=uplink_ns, remote_ips=remote_ips)
+    except HostsdnError as exc:
+        diffs = [str(exc)]
+    else:
+        diffs = topology_differences(running, plan)
+    if diffs:
+        raise TopologyChanged(
+            f"{policy_path}: the new policy changes the topology, which a reload cannot "
+            f"apply to the running namespaces ({'; '.join(diffs)}); to apply it run "
+            f"'hostsdn down {policy_path}' then 'hostsdn up {policy_path}'", diffs)
+
+
+def reload_datapath(dp: Datapath, running: TopologyPlan, policy_file: str | os.PathLike[str],
+                    *, uplink_ns: str, remote_ips: tuple[str, ...]) -> list[str]:
+    """Read the policy file again, check it against the running topology, apply it.
+    Raises ``HostsdnError`` (and changes nothing) when the file is invalid, changes the
+    topology, or the NIC backend refuses it.  Returns the changed ports."""
+    policy = load_policy(Path(policy_file))
+    check_reloadable(policy, running, uplink_ns=uplink_ns, remote_ips=remote_ips,
+                     policy_path=str(policy_file))
+    return dp.replace_policy(policy)
+
+
+@dataclass(slots=True)
+class Reloader:
+    """The daemon's one way to change its policy (see module docstring)."""
+
+    dp: Datapath
+    running: TopologyPlan
+    policy_file: Path
+    """The file ``up`` runs (absolute)."""
+    answer_path: Path | None
+    """``<stem>.reload.json`` (None: no answer file)."""
+    uplink_ns: str = UPLINK_NS
+    remote_ips: tuple[str, ...] = ()
+    display_path: str = ""
+    """How the policy file is named in messages (as given to ``up``)."""
+    logger: logging.Logger = field(default_factory=up_logger)
+    generation: int = 1
+    requests: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+    def reload_file(self) -> ReloadOutcome:
+        """Re-read the policy file and apply it (SIGHUP, POST /v1/reload)."""
+        try:
+            policy = load_policy(self.policy_file)
+        except PolicyError as exc:
+            return self._refused(exc)
+        return self.apply(policy)
+
+    def replace_text(self, text: str) -> ReloadOutcome:
+        """Apply ``text`` (YAML) and, once applied, make it the policy file."""
+        try:
+            policy = load_policy_text(text, str(self.policy_file))
+        except PolicyError as exc:
+            return self._refused(exc)
+        tmp = self.policy_file.with_name(f".{self.policy_file.name}.{os.getpid()}.new")
+        try:
+            tmp.write_text(text)
+        except OSError as exc:
+            return self._refused(DaemonError(f"cannot write {tmp}: {exc.strerror or exc}"))
+        outcome = self.apply(policy)
+        try:
+            if outcome.ok:
+                tmp.replace(self.policy_file)
+        finally:
+            rundir.unlink(tmp)
+        return outcome
+
+    def apply(self, policy: pm.Policy) -> ReloadOutcome:
+        self.requests += 1
+        try:
+            check_reloadable(policy, self.running, uplink_ns=self.uplink_ns,
+                             remote_ips=self.remote_ips, policy_path=self._name())
+            changed = self.dp.replace_policy(policy)
+        except HostsdnError as exc:
+            return self._refused(exc)
+        except Exception as exc:  # noqa: BLE001  (a bug: reported, the loop goes on)
+            log_event(self.logger, logging.ERROR, "bug",
+                      f"hostsdn up: BUG while reloading {self._name()}", exc_info=True)
+            return self._refused(exc, kind="error")
+        if changed:
+            self.generation += 1
+        message = f"ports changed: {', '.join(changed) if changed else 'none'}"
+        outcome = ReloadOutcome(os.getpid(), True, message, tuple(changed),
+                                generation=self.generation)
+        log_event(self.logger, logging.INFO, "reload",
+                  f"hostsdn up: reloaded {self._name()} ({message})",
+                  policy=str(self.policy_file), changed=list(changed),
+                  generation=self.generation)
+        return self._answer(outcome)
+
+    def _name(self) -> str:
+        return self.display_path or str(self.policy_file)
+
+    def _refused(self, exc: BaseException, *, kind: str | None = None) -> ReloadOutcome:
+        if kind is None:
+            kind = ("invalid" if isinstance(exc, PolicyError) else
+                    "topology" if isinstance(exc, TopologyChanged) else "refused")
+        message = str(exc) if isinstance(exc, HostsdnError) else \
+            f"internal error: {str(exc) or type(exc).__name__}"
+        outcome = ReloadOutcome(
+            os.getpid(), False, message, kind=kind,
+            differences=tuple(getattr(exc, "differences", ())),
+            file=getattr(exc, "file", None), line=getattr(exc, "line", None),
+            field=getattr(exc, "field", None), generation=self.generation)
+        log_event(self.logger, logging.WARNING, "reload_refused",
+                  f"hostsdn up: reload of {self._name()} failed, the old policy stays: "
+                  f"{message}", policy=str(self.policy_file), kind=kind,
+                  differences=list(outcome.differences), file=outcome.file,
+                  line=outcome.line, field=outcome.field)
+        return self._answer(outcome)
+
+    def _answer(self, outcome: ReloadOutcome) -> ReloadOutcome:
+        self.outcomes[outcome.kind] += 1
+        if self.answer_path is not None:
+            try:
+                rundir.write_atomically(self.answer_path, json.dumps(
+                    {"pid": outcome.pid, "seq": self.requests, "ok": outcome.ok,
+                     "message": outcome.message}) + "\n")
+            except OSError:
+                pass
+        return outcome
+
+
+def check_reload_request(policy: pm.Policy, policy_path: str | os.PathLike[str]) -> int:
+    """The checks ``hostsdn reload`` makes before it asks anything: a switch runs for
+    this policy file, and the new policy keeps its topology.  Returns the daemon's pid."""
+    pid = rundir.running_pid(policy_path)
+    state = rundir.read_state(policy_path)
+    if state.get("pid") != pid or "plan" not in state:
+        raise DaemonError(f"{rundir.state_path(policy_path)} does not describe pid {pid} (a "
+                          f"hostsdn up from before reload existed?); restart it with "
+                          f"'hostsdn down {policy_path}' and 'hostsdn up {policy_path}'")
+    running_file = str(state.get("policy", ""))
+    given = str(Path(policy_path).resolve())
+    if running_file != given:
+        raise DaemonError(f"the hostsdn up of pid {pid} runs {running_file}, not {given} "
+                          f"(a reload re-reads the running file: edit that one)")
+    check_reloadable(policy, plan_from_json(state["plan"]),
+                     uplink_ns=str(state.get("uplink_ns", UPLINK_NS)),
+                     remote_ips=[str(ip) for ip in state.get("remote_ips", [])],
+                     policy_path=str(policy_path))
+    return pid
+
+
+RELOAD_TIMEOUT = 30.0
+"""How long ``hostsdn reload`` waits for the daemon's answer."""
+
+
+def request_reload(policy_path: str | os.PathLike[str], pid: int, *,
+                   timeout: float = RELOAD_TIMEOUT) -> ReloadOutcome:
+    """Send SIGHUP to ``pid`` and wait for its answer in ``<stem>.reload.json`` (a newer
+    sequence number from that pid).  ``DaemonError`` when it exits or stays silent."""
+    import signal
+    import time
+
+    answer_file = rundir.reload_path(policy_path)
+    before = rundir.read_json(answer_file)
+    seen = int(before.get("seq", 0)) if before.get("pid") == pid else 0
+    os.kill(pid, signal.SIGHUP)
+    end = time.monotonic() + timeout
+    while True:
+        answer = rundir.read_json(answer_file)
+        if answer.get("pid") == pid and int(answer.get("seq", 0)) > seen:
+            return ReloadOutcome(pid, bool(answer.get("ok")), str(answer.get("message", "")))
+        if not rundir.alive_hostsdn(pid):
+            raise DaemonError(f"pid {pid} exited before it answered the reload")
+        if time.monotonic() >= end:
+            raise DaemonError(f"no answer from pid {pid} within {timeout:g} s; it may still "
+                              f"apply the policy: see its status lines (with --daemon: "
+                              f"{rundir.log_path(policy_path)})")
+        time.sleep(0.05)

@@ -1,0 +1,198 @@
+"""``hostsdn up`` in the foreground: build the topology, run the loop, tear it down.
+
+``serve`` creates the namespaces (``Topology``), opens a socket per port, makes the
+``Datapath``, the control channel and the ``Reloader``, starts the *services* it is given
+(the management API: ``hostsdn.api.server``; the runtime does not import the API, the
+command line hands it in), writes the pidfile and state, says it is ready, and runs the
+``SlowPath`` until SIGINT/SIGTERM or ``duration``; then it stops the services, closes
+everything and destroys the topology.  SIGHUP asks the loop for a reload through the
+``Reloader``, the same path the API's reload and policy PUT take.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from hostsdn.errors import DaemonError
+from hostsdn.nic.datapath import Datapath, DatapathOptions
+from hostsdn.offload.backend import get_backend_factory
+from hostsdn.policy import model as pm
+from hostsdn.runtime import rundir
+from hostsdn.runtime.afpacket import PacketPort
+from hostsdn.runtime.control import ControlChannel
+from hostsdn.runtime.logs import log_event, setup_logging, teardown_logging, up_logger
+from hostsdn.runtime.netns import UPLINK_NS, Topology, TopologyPlan, plan_to_json
+from hostsdn.runtime.reload import Reloader
+from hostsdn.runtime.slowpath import SlowPath
+
+__all__ = ["ServeContext", "Service", "UpOptions", "make_datapath", "serve"]
+
+
+@dataclass(slots=True)
+class UpOptions:
+    datapath: DatapathOptions = field(default_factory=DatapathOptions)
+    uplink_ns: str = UPLINK_NS
+    remote_ips: tuple[str, ...] = ()
+    duration: float | None = None
+    status_interval: float = 5.0
+    log_format: str = "text"
+    """``text`` or ``json`` (see ``runtime/logs.py``)."""
+
+
+@dataclass(slots=True)
+class ServeContext:
+    """What a service of a running ``up`` (the management API) gets to work with.
+    Everything but ``control`` belongs to the packet loop's thread: a service touches it
+    only inside a job it submits to ``control``."""
+
+    policy: pm.Policy
+    policy_file: Path
+    display_path: str
+    options: UpOptions
+    plan: TopologyPlan
+    dp: Datapath
+    slow: SlowPath
+    control: ControlChannel
+    reloader: Reloader
+    socket_path: Path
+    logger: logging.Logger
+    started_wall: float = field(default_factory=time.time)
+    info: dict[str, Any] = field(default_factory=dict)
+    """Facts services add for the state file (e.g. the API's TCP address)."""
+
+
+Service = Callable[[ServeContext], contextlib.AbstractContextManager[Any]]
+"""Started once the datapath exists and before ``ready``; exited when ``up`` stops."""
+
+
+def make_datapath(policy: pm.Policy, topology: Topology, options: DatapathOptions) -> Datapath:
+    """The Datapath for a live topology.  The ``xdp`` backend gets the ifindex of every
+    port's host-side interface (``ifindexes={port: ifindex}``, the uplink as "uplink") and
+    ``attach=True``: it attaches its program there, and its redirects go there."""
+    if options.nic == "xdp":
+        args = {"ifindexes": topology.host_ifindexes(), "attach": True, **options.backend_args}
+        options = replace(options, backend_args=args)
+    return Datapath(policy, options)
+
+
+def _state(policy_path: str | os.PathLike[str], opts: UpOptions, plan: TopologyPlan,
+           extra: dict[str, Any]) -> dict[str, Any]:
+    return {"pid": os.getpid(), "policy": str(Path(policy_path).resolve()),
+            "nic": opts.datapath.nic, "uplink_ns": opts.uplink_ns,
+            "remote_ips": list(opts.remote_ips), "plan": plan_to_json(plan), **extra}
+
+
+def serve(policy: pm.Policy, policy_path: str | os.PathLike[str], opts: UpOptions, *,
+          stream: TextIO | None = sys.stderr,
+          ready: Callable[[int], None] | None = None,
+          services: Sequence[Service] = ()) -> dict[str, Any]:
+    """Build the topology, run the slow path until stopped, tear everything down."""
+    if os.geteuid() != 0:
+        raise DaemonError("hostsdn up needs root (network namespaces, AF_PACKET)")
+    rundir.check_not_running(policy_path)
+    if opts.datapath.nic != "none":
+        get_backend_factory(opts.datapath.nic)      # an unknown backend fails before any I/O
+    handler = setup_logging(opts.log_format, stream)
+    log = up_logger()
+    topo = Topology(policy, uplink_ns=opts.uplink_ns, remote_ips=opts.remote_ips)
+    ports: dict[str, PacketPort] = {}
+    dp: Datapath | None = None
+    slow: SlowPath | None = None
+    control = ControlChannel()
+    old_handlers: dict[signal.Signals, Any] = {}
+
+    owner = os.getpid()
+    early_signals = 0
+    early_reload = False
+    policy_file = Path(policy_path).resolve()     # re-read on SIGHUP, whatever the cwd
+
+    def on_hangup(signum: int, _frame: object) -> None:
+        nonlocal early_reload
+        if os.getpid() != owner:
+            return                  # a forked helper: not the switch
+        if slow is not None:
+            slow.request_reload()
+        else:
+            early_reload = True     # still setting up: reload once the loop runs
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal early_signals
+        if os.getpid() != owner:
+            # a fork that never exec'd (pyroute2 runs netns work in forked children): it
+            # must not run our cleanup, which would delete the namespaces under us
+            os._exit(128 + signum)
+        if slow is not None:
+            slow.stop()
+            return
+        early_signals += 1          # still setting up: stop once the setup is complete
+        if early_signals > 1:       # ... unless asked twice: unwind through the finally
+            raise SystemExit(128 + signum)
+
+    with contextlib.ExitStack() as running:
+        try:
+            if threading.current_thread() is threading.main_thread():
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    old_handlers[sig] = signal.signal(sig, on_signal)
+                old_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
+            rundir.write_state(policy_path, _state(policy_path, opts, topo.plan, {}))
+            topo.create()
+            for port in topo.ports:
+                ports[port] = PacketPort(topo.host_ifname(port))
+            dp = make_datapath(policy, topo, opts.datapath)
+            reloader = Reloader(dp, topo.plan, policy_file, rundir.reload_path(policy_path),
+                                uplink_ns=opts.uplink_ns, remote_ips=opts.remote_ips,
+                                display_path=str(policy_path), logger=log)
+
+            def on_reload() -> None:
+                reloader.reload_file()
+
+            slow = SlowPath(dp, ports, exceptions_only=opts.datapath.nic == "xdp",
+                            status_interval=opts.status_interval, logger=log,
+                            on_reload=on_reload, control=control)
+            ctx = ServeContext(policy, policy_file, str(policy_path), opts, topo.plan, dp, slow,
+                               control, reloader, rundir.socket_path(policy_path), log)
+            for service in services:
+                running.enter_context(service(ctx))
+            if ctx.info:
+                rundir.write_state(policy_path, _state(policy_path, opts, topo.plan, ctx.info))
+            names = ", ".join(f"{p}={topo.host_ifname(p)}" for p in topo.ports)
+            log_event(log, logging.INFO, "ready",
+                      f"hostsdn up: {policy.source or policy_path}: nic {opts.datapath.nic}, "
+                      f"ports {names}; ready (pid {os.getpid()})", pid=os.getpid(),
+                      nic=opts.datapath.nic, ports={
+                          p: topo.host_ifname(p) for p in topo.ports}, **ctx.info)
+            if ready is not None:
+                ready(os.getpid())
+            if early_signals:
+                slow.stop()
+            if early_reload:
+                slow.request_reload()
+            return slow.run(opts.duration)
+        finally:
+            control.close()
+            running.close()                 # the services stop before the datapath goes
+            for sig, handler_ in old_handlers.items():
+                signal.signal(sig, handler_)
+            try:
+                if dp is not None and dp.backend is not None:
+                    dp.backend.close()          # xdp: detaches its programs
+            finally:
+                for sock in ports.values():
+                    sock.close()
+                if slow is not None:
+                    slow.close()
+                topo.destroy()
+                rundir.remove_state(policy_path, os.getpid())
+                log_event(log, logging.INFO, "stopped", "hostsdn up: stopped",
+                          pid=os.getpid())
+                teardown_logging(handler)
