@@ -13,13 +13,14 @@ import heapq
 import itertools
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 from hostsdn.errors import PacketError
 from hostsdn.flows.conntrack import Side
 from hostsdn.flows.keys import BROADCAST, conn_identity, is_multicast, normalize, reply_key
 from hostsdn.flows.meter import MeterTable
 from hostsdn.flows.nat import SnatAllocator
+from hostsdn.flows.overlay import CowMap, Shadow
 from hostsdn.flows.pipeline import (
     CompiledLayer,
     TemplateFactory,
@@ -35,6 +36,7 @@ from hostsdn.flows.table import (
     Direction,
     DropReason,
     Flow,
+    LayerConn,
     OffloadReason,
     PortTables,
     Traffic,
@@ -43,6 +45,9 @@ from hostsdn.packet import apply_transposition, flow_key
 from hostsdn.packet.key import FRAG_LATER, FlowKey
 from hostsdn.packet.tcpflags import innermost_tcp_flags
 from hostsdn.policy import model as pm
+
+_SHADOW_SEQ = 1 << 62
+"""First timer sequence number of a shadow switch (real ones never get that far)."""
 
 __all__ = ["FLOOD", "UPLINK", "Direction", "DropReason", "Result", "Switch"]
 
@@ -439,6 +444,48 @@ class Switch:
         if other is ps:
             return None
         return other.port.name
+
+    # -- a view to try packets on (hostsdn trace) ---------------------------------------
+    def shadow(self, copier: Shadow, observer: FlowObserver | None, now: float) -> Switch:
+        """A switch that runs this one's code on copy-on-read views of its state: flows,
+        connections, layer entries, NAT ports, meters and due timers.  Whatever a packet
+        does to the shadow (flows created or hit, connections expired, NAT ports taken,
+        tokens spent, counters) leaves this switch unchanged.  Costs O(ports + due
+        timers); what a packet touches is copied when it is read."""
+        sh = object.__new__(Switch)
+        sh.meters = self.meters.shadow(copier)
+        sh.snat = self.snat.shadow()
+        sh.counters = Counter()
+        sh.drop_reasons = Counter()
+        sh.observer = observer
+        sh._timers = [(t, seq, copier(conn)) for t, seq, conn in self._due_timers(now)]
+        heapq.heapify(sh._timers)
+        sh._seq = itertools.count(_SHADOW_SEQ)     # after every real timer, as a new one is
+        sh._templates = TemplateFactory()
+        sh.ports = {}
+        for name, ps in self.ports.items():
+            t = ps.tables
+            tables = PortTables(
+                cast(dict[FlowKey, Flow], CowMap(t.out_flows, copier)),
+                cast(dict[FlowKey, Flow], CowMap(t.in_flows, copier)),
+                [cast(dict[FlowKey, LayerConn], CowMap(c, copier)) for c in t.layer_conns])
+            sh.ports[name] = PortState(ps.port, ps.layers, tables, ps.generation)
+        sh._by_mac = {p.port.mac: p for p in sh.ports.values()}
+        sh.policy = self.policy
+        sh.walker = Walker(self.policy, sh.meters, sh.snat)
+        return sh
+
+    def _due_timers(self, now: float) -> list[tuple[float, int, ConnEntry]]:
+        """The timer entries ``handle_timeout(now)`` would look at: those due at ``now``,
+        found by walking the heap's tree (a node later than ``now`` has only later
+        children), O(due) rather than O(all)."""
+        heap, due, todo = self._timers, [], [0]
+        while todo:
+            i = todo.pop()
+            if i < len(heap) and heap[i][0] <= now:
+                due.append(heap[i])
+                todo += (2 * i + 1, 2 * i + 2)
+        return due
 
     # -- introspection -----------------------------------------------------------------
     def flows(self) -> list[Flow]:

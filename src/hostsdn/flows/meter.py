@@ -8,6 +8,7 @@ side processes a packet.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -79,6 +80,13 @@ class MeterTable:
                 self.meters[mid] = TokenBucket(rate=want[0], burst=want[1], per_bit=want[2])
                 changed.append(mid)
         return changed
+
+    def shadow(self, copier: Callable[[TokenBucket], TokenBucket]) -> MeterTable:
+        """A view whose buckets are copies (taken when first charged): charging it leaves
+        this table's tokens alone (``hostsdn trace``)."""
+        from hostsdn.flows.overlay import CowMap
+
+        return MeterTable(CowMap(self.meters, copier))  # type: ignore[arg-type]
 
     def reset(self) -> None:
         self.meters.clear()

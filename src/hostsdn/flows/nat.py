@@ -50,5 +50,12 @@ class SnatAllocator:
         else:
             self._used[k] = n - 1
 
+    def shadow(self) -> SnatAllocator:
+        """A view that allocates and releases without changing this allocator (see
+        ``hostsdn.flows.overlay``)."""
+        from hostsdn.flows.overlay import CowMap
+
+        return SnatAllocator(CowMap(self._used), CowMap(self._cursor))  # type: ignore[arg-type]
+
     def in_use(self) -> int:
         return len(self._used)

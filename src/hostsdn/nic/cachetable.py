@@ -4,10 +4,12 @@ duplicate checks.  Backends differ in how they *process* frames, not in this."""
 
 from __future__ import annotations
 
+import enum
 from collections import Counter
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
+from hostsdn.flows.overlay import CowMap
 from hostsdn.offload.backend import (
     Capabilities,
     FlowOp,
@@ -21,6 +23,27 @@ from hostsdn.offload.backend import (
 from hostsdn.packet.key import FlowKey
 
 UPLINK = "uplink"
+
+
+class NicMiss(enum.Enum):
+    """Why the NIC hands a frame to the host (an exception) instead of processing it."""
+
+    UNPARSED = "unparsed"
+    """The NIC cannot parse the frame (malformed, or a header it does not know)."""
+    FLOODED = "flooded"
+    """Broadcast / multicast: flooded frames are the host's job (never cached)."""
+    NO_PORT = "no_port"
+    """From the wire, addressed to no port the NIC knows."""
+    NO_ENTRY = "no_entry"
+    """No cache entry for the frame's key (see the host flow's offload reason)."""
+    NO_SECOND_STAGE = "no_second_stage"
+    """VM to VM: the sender's entry is cached, the receiver's incoming one is not."""
+    TCP_FLAGS = "tcp_flags"
+    """SYN, FIN or RST of a tracked connection: connection tracking lives on the host."""
+    GUEST_HOST_PATH = "guest_host_path"
+    """The guest driver sent it over the host path (not in its offloaded flow list)."""
+    NO_NIC = "no_nic"
+    """No NIC (``--nic none``): every frame is the host's."""
 
 
 class CacheTable:
@@ -69,6 +92,16 @@ class CacheTable:
         if len(self.index(e.direction)) + extra >= self.capacity(e.direction):
             return OpResult(op.handle, False, "cache full")
         return None
+
+    def shadow(self, copier: Callable[[FlowStats], FlowStats]) -> CacheTable:
+        """A view of this table that installs, removes and counts hits without changing
+        it (the NIC model ``hostsdn trace`` runs a packet on)."""
+        t = CacheTable(self.caps)
+        t.entries = cast(dict[int, NicEntry], CowMap(self.entries))
+        t.stats = cast(dict[int, FlowStats], CowMap(self.stats, copier))
+        t.out = cast(dict[tuple[str, FlowKey], int], CowMap(self.out))
+        t.in_ = cast(dict[FlowKey, int], CowMap(self.in_))
+        return t
 
     def install(self, handle: int, entry: NicEntry) -> None:
         old = self.entries.get(handle)

@@ -18,7 +18,7 @@ from typing import Any
 from hostsdn.errors import PacketError
 from hostsdn.flows.keys import normalize
 from hostsdn.flows.meter import MeterTable
-from hostsdn.flows.table import DropReason
+from hostsdn.flows.table import DropReason, Flow
 from hostsdn.offload.backend import Feature, NicBackend, get_backend_factory
 from hostsdn.offload.manager import OffloadConfig, OffloadManager
 from hostsdn.packet import flow_key
@@ -51,6 +51,9 @@ class DpResult:
     decided_by: list[str]
     path: str
     detail: str = ""
+    flows: list[Flow] = field(default_factory=list)
+    """The flows that processed the frame, in order (host flows, or the host flows of
+    the NIC entries that did)."""
 
     @property
     def drop_reason(self) -> DropReason | None:
@@ -105,6 +108,8 @@ class Datapath:
             GuestDriver(self.manager) if opts.guest_flow_list else None)
         self.counters: Counter[str] = Counter()
         self.drop_reasons: Counter[str] = Counter()
+        self.copier: Any = None
+        """A shadow's copier (``shadow``): maps its objects back to this datapath's."""
 
     def replace_policy(self, policy: pm.Policy) -> list[str]:
         """Apply a new policy to the running datapath (see ``Switch.replace_policy``).
@@ -130,12 +135,7 @@ class Datapath:
 
     def _account(self, step: Callable[[bytes, str, float], DpResult], frame: bytes,
                  in_port: str, now: float) -> DpResult:
-        sw = self.switch
-        due = sw.next_timeout()
-        if due is not None and due <= now:
-            sw.handle_timeout(now)
-        self.manager.age(now)
-        self.manager.flush()               # expired flows leave the NIC before this frame
+        self.prepare(now)
         self.counters["packets"] += 1
         res = step(frame, in_port, now)
         self.manager.flush()
@@ -148,6 +148,16 @@ class Datapath:
         self.counters[f"path_{res.path}"] += 1
         return res
 
+    def prepare(self, now: float) -> None:
+        """What happens before a frame at ``now`` is looked at: due connections expire,
+        idle NIC entries go, and their flow ops reach the NIC."""
+        sw = self.switch
+        due = sw.next_timeout()
+        if due is not None and due <= now:
+            sw.handle_timeout(now)
+        self.manager.age(now)
+        self.manager.flush()               # expired flows leave the NIC before this frame
+
     def _receive(self, frame: bytes, in_port: str, now: float) -> DpResult:
         nic = self.backend
         if nic is None:
@@ -159,15 +169,43 @@ class Datapath:
         if not rx.hit:
             path = self.options.exception_path if in_port != UPLINK else "pf"
             return self._host(frame, in_port, now, path)
-        flows = [self.manager._flow_of(h) for h in rx.handles]
-        decided = [f"{f.port}/{f.direction.value}:" + ",".join(f.decided_by)
-                   for f in flows if f is not None]
+        flows = [f for f in (self.manager.flow_of(h) for h in rx.handles) if f is not None]
+        decided = [f"{f.port}/{f.direction.value}:" + ",".join(f.decided_by) for f in flows]
         drops = [(p, DropReason(r)) for p, r in rx.drops]
-        return DpResult(rx.outputs, drops, decided, "nic")
+        return DpResult(rx.outputs, drops, decided, "nic", flows=flows)
 
     def _host(self, frame: bytes, in_port: str, now: float, path: str) -> DpResult:
         r: Result = self.switch.receive(frame, in_port, now)
-        return DpResult(r.outputs, r.drops, r.decided_by, path, r.detail)
+        return DpResult(r.outputs, r.drops, r.decided_by, path, r.detail, r.flows)
+
+    def shadow(self, now: float) -> Datapath:
+        """A datapath running this one's code on copy-on-read views of its state (see
+        ``Switch.shadow``), with the NIC modelled by a ``SimNic`` holding the entries the
+        NIC holds now (for ``hostsdn trace``).  Nothing done to it changes this one."""
+        from hostsdn.flows.overlay import Shadow
+        from hostsdn.nic.trace import TraceNic
+
+        copier = Shadow()
+        nic = TraceNic.of(self, copier) if self.backend is not None else None
+        sdp = object.__new__(Datapath)
+        sdp.options = self.options
+        sdp.backend = nic
+        sdp.manager = self.manager.shadow(copier, nic)
+        sdp.switch = self.switch.shadow(copier, sdp.manager, now)
+        if nic is not None:
+            nic.meters = sdp.switch.meters          # one table for host and NIC, as here
+        sdp.guest = GuestDriver(sdp.manager) if self.guest is not None else None
+        sdp.counters = Counter()
+        sdp.drop_reasons = Counter()
+        sdp.copier = copier
+        return sdp
+
+    def trace(self, frame: bytes, in_port: str, now: float) -> Any:
+        """What ``receive`` would do with this frame now, explained, without changing any
+        state (``hostsdn.nic.trace.Trace``)."""
+        from hostsdn.nic.trace import trace
+
+        return trace(self, frame, in_port, now)
 
     def close(self) -> None:
         """Release the NIC backend (kernel objects, interfaces it created)."""

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from hostsdn.errors import PacketError
 from hostsdn.flows.keys import is_multicast, normalize
 from hostsdn.flows.meter import MeterTable
-from hostsdn.nic.cachetable import UPLINK, CacheTable, count_miss
+from hostsdn.nic.cachetable import UPLINK, CacheTable, NicMiss, count_miss
 from hostsdn.offload.backend import (
     ALL_FEATURES,
     Capabilities,
@@ -103,34 +103,10 @@ class SimNic:
     # -- the virtual bridge ----------------------------------------------------------------
     def receive(self, frame: bytes, in_port: str, now: float) -> NicRx:
         """Look the frame up; process it on a hit, else report an exception."""
-        try:
-            key = normalize(flow_key(frame))
-        except PacketError:
+        stages, miss = self.lookup(frame, in_port)
+        if miss is not None:
             return self._miss(in_port)
-        if is_multicast(key.dst_mac):
-            return self._miss(in_port)
-        if in_port == UPLINK:
-            port = self._steer(key)
-            h_in = self.table.in_.get(key) if port is not None else None
-            if h_in is None or self.table.entries[h_in].port != port:
-                return self._miss(in_port)
-            stages = [h_in]
-        else:
-            h_out = self.table.out.get((in_port, key))
-            if h_out is None:
-                return self._miss(in_port)
-            stages = [h_out]
-            first = self.table.entries[h_out]
-            if first.next_key is not None and not first.drop:
-                h_in = self.table.in_.get(first.next_key)
-                if h_in is None or self.table.entries[h_in].port != first.dest:
-                    return self._miss(in_port)
-                stages.append(h_in)
         entries = [self.table.entries[h] for h in stages]
-        if any(e.tcp_flags_to_host for e in entries) and key_is_tcp(key):
-            flags = innermost_tcp_flags(frame)
-            if flags is not None and flags & _SYN_FIN_RST:
-                return self._miss(in_port)
         rx = NicRx(hit=True, handles=stages)
         self.counters["hits"] += 1
         for h, entry in zip(stages, entries):
@@ -147,6 +123,40 @@ class SimNic:
         rx.outputs.append((last.dest if last.direction is NicDirection.OUT else last.port,
                            frame))
         return rx
+
+    def lookup(self, frame: bytes, in_port: str) -> tuple[list[int], NicMiss | None]:
+        """The entries (handles, in order) that would process ``frame``, or why it is an
+        exception.  Reads the cache only: ``receive`` and ``hostsdn trace`` share it."""
+        try:
+            key = normalize(flow_key(frame))
+        except PacketError:
+            return [], NicMiss.UNPARSED
+        if is_multicast(key.dst_mac):
+            return [], NicMiss.FLOODED
+        if in_port == UPLINK:
+            port = self._steer(key)
+            if port is None:
+                return [], NicMiss.NO_PORT
+            h_in = self.table.in_.get(key)
+            if h_in is None or self.table.entries[h_in].port != port:
+                return [], NicMiss.NO_ENTRY
+            stages = [h_in]
+        else:
+            h_out = self.table.out.get((in_port, key))
+            if h_out is None:
+                return [], NicMiss.NO_ENTRY
+            stages = [h_out]
+            first = self.table.entries[h_out]
+            if first.next_key is not None and not first.drop:
+                h_in = self.table.in_.get(first.next_key)
+                if h_in is None or self.table.entries[h_in].port != first.dest:
+                    return [], NicMiss.NO_SECOND_STAGE
+                stages.append(h_in)
+        if key_is_tcp(key) and any(self.table.entries[h].tcp_flags_to_host for h in stages):
+            flags = innermost_tcp_flags(frame)
+            if flags is not None and flags & _SYN_FIN_RST:
+                return [], NicMiss.TCP_FLAGS
+        return stages, None
 
     def _miss(self, in_port: str) -> NicRx:
         count_miss(self.counters, in_port, self.exception_path)

@@ -25,14 +25,17 @@ out on the host, and a reply seen only by the NIC still counts as a reply.
 
 from __future__ import annotations
 
+import copy
 import heapq
 import random
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, cast
 
 from hostsdn.flows.conntrack import Side, TcpState
 from hostsdn.flows.keys import is_multicast
+from hostsdn.flows.overlay import CowMap, Shadow
 from hostsdn.flows.table import (
     FLOOD,
     ConnEntry,
@@ -105,7 +108,7 @@ class OffloadManager:
         self._rng = random.Random(self.config.seed)
         self.counters: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
-        self.guest_lists: dict[str, set] = {}
+        self.guest_lists: dict[str, set[Any]] = {}
         self._next_age: float | None = None
         self._victims: dict[NicDirection, list[tuple[float, int]]] = {
             NicDirection.OUT: [], NicDirection.IN: []}
@@ -295,7 +298,7 @@ class OffloadManager:
         self.flush()
         stats = self.backend.flow_stats(handles)
         for handle, st in stats.items():
-            flow = self._flow_of(handle)
+            flow = self.flow_of(handle)
             if flow is None:
                 continue
             prev = self._nic_packets.get(handle, 0)
@@ -312,7 +315,8 @@ class OffloadManager:
                 self._nic_last[handle] = st.last_used
                 flow.conn.touch(st.last_used)
 
-    def _flow_of(self, handle: int) -> Flow | None:
+    def flow_of(self, handle: int) -> Flow | None:
+        """The host flow behind NIC entry ``handle`` (None: not offloaded)."""
         return self.offloaded[NicDirection.OUT].get(handle) or \
             self.offloaded[NicDirection.IN].get(handle)
 
@@ -355,6 +359,26 @@ class OffloadManager:
                 flow.offload_reason = reason
                 flow.nic_handle = 0
                 self.refused[reason.value] += 1
+
+    def shadow(self, copier: Shadow, backend: NicBackend | None) -> OffloadManager:
+        """A manager that decides like this one on copy-on-read views of its state and
+        talks to ``backend`` (a model of the NIC, for ``hostsdn trace``): offloads,
+        evictions and refusals it makes leave this manager unchanged.  O(1) but for the
+        eviction heaps (O(entries) for lru / lfu)."""
+        m = copy.copy(self)
+        m.backend = backend
+        m.offloaded = {d: cast("OrderedDict[int, Flow]", CowMap(t, copier))
+                       for d, t in self.offloaded.items()}
+        m._pending = list(self._pending)
+        m._pending_flows = {h: copier(f) for h, f in self._pending_flows.items()}
+        m._nic_last = cast(dict[int, float], CowMap(self._nic_last))
+        m._nic_packets = cast(dict[int, int], CowMap(self._nic_packets))
+        m._rng = copy.copy(self._rng)
+        m.counters = Counter(self.counters)
+        m.refused = Counter(self.refused)
+        m.guest_lists = cast(dict[str, set[Any]], CowMap(self.guest_lists, copier))
+        m._victims = {d: list(h) for d, h in self._victims.items()}
+        return m
 
     def offloaded_count(self) -> int:
         return sum(len(d) for d in self.offloaded.values())
