@@ -408,5 +408,84 @@ def down(policy: str, uplink_ns: str | None, timeout: float) -> None:
         click.echo("hostsdn down: nothing was running or left over")
 
 
+
+# ------------------------------------------------------------------ operator commands
+
+@main.command()
+@click.argument("policy", type=click.Path(dir_okay=False))
+@click.option("--frame-fields", "fields", default=None, metavar="K=V,..",
+              help="The packet as fields, e.g. 'port=web,proto=tcp,dst=198.51.100.10,"
+                   "dport=443,flags=S' (see docs/operate.md for the fields and defaults).")
+@click.option("--pcap", "pcap", type=click.Path(dir_okay=False), default=None,
+              help="Take the packet from this capture (with --frame).")
+@click.option("--frame", "frame_index", type=click.IntRange(min=0), default=None,
+              metavar="N", help="Index of the packet in --pcap (as in --verdicts lines); "
+                                "the frames before it are replayed first.")
+@click.option("--fresh", is_flag=True,
+              help="With --pcap: trace frame N on a switch that saw nothing before.")
+@click.option("--after", "after_pcap", type=click.Path(dir_okay=False), default=None,
+              metavar="PCAP", help="Replay this capture first (builds flows and "
+                                   "connections for --frame-fields).")
+@click.option("--time", "at", type=float, default=None, metavar="T",
+              help="Trace at time T (default: the packet's own time, or the last replayed).")
+@click.option("--full-hex", is_flag=True, help="Show output frames in full.")
+@click.option("--json", "as_json", is_flag=True, help="Print the trace as one JSON object.")
+@nic_options
+def trace(policy: str, fields: str | None, pcap: str | None, frame_index: int | None,
+          fresh: bool, after_pcap: str | None, at: float | None, full_hex: bool,
+          as_json: bool, **kw: Any) -> None:
+    """Trace one packet through POLICY without changing anything: what the NIC does
+    (hit, or miss and why), what the host does (the rule deciding each layer with its
+    file:line, the composed actions, the connection, the offload decision), the flows
+    and NIC entries it creates, and the frames that come out."""
+    from hostsdn.nic.datapath import Datapath
+    from hostsdn.runtime import framespec
+    from hostsdn.runtime.policyfile import load_policy
+    from hostsdn.runtime.replay import classify_port, replay_into
+
+    if (fields is None) == (pcap is None):
+        raise click.UsageError("give the packet with --frame-fields, or --pcap and --frame")
+    if pcap is not None and frame_index is None:
+        raise click.UsageError("--pcap needs --frame N")
+    try:
+        pol = load_policy(policy)
+        with Datapath(pol, _dp_options(kw)) as dp:
+            last = 0.0
+            if after_pcap is not None:
+                _, last = replay_into(dp, after_pcap)
+            if pcap is not None:
+                assert frame_index is not None
+                if fresh:
+                    tf, _ = replay_into(_Skip(), pcap, stop_at=frame_index,  # type: ignore[arg-type]
+                                        by_mac={})
+                else:
+                    tf, last = replay_into(dp, pcap, stop_at=frame_index)
+                if tf is None:
+                    raise framespec.FrameSpecError(f"{pcap} has no frame {frame_index}")
+                frame, now = tf.data, tf.time
+                in_port = classify_port(frame, {p.mac: p.name for p in pol.ports})
+            else:
+                assert fields is not None
+                frame, in_port = framespec.build_frame(pol, framespec.parse_fields(fields))
+                now = last
+            result = dp.trace(frame, in_port, at if at is not None else now).as_json()
+    except (HostsdnError, ValueError, KeyError, OSError) as exc:
+        _fail(_one_line(exc))
+        return
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+        return
+    from hostsdn.cli.render import print_trace
+
+    print_trace(result, full_hex=full_hex)
+
+
+class _Skip:
+    """A datapath stand-in that ignores frames (``trace --pcap --fresh``)."""
+
+    def receive(self, *args: Any) -> None:
+        return None
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

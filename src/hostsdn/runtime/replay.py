@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from hostsdn.nic.datapath import Datapath, DatapathOptions, DpResult
 from hostsdn.policy import model as pm
-from hostsdn.runtime.pcap import PcapWriter, TraceReader
+from hostsdn.runtime.pcap import PcapWriter, TraceFrame, TraceReader
 from hostsdn.switch import UPLINK
 
 
@@ -98,3 +98,19 @@ def _verdict_line(index: int, time: float, in_port: str, res: DpResult) -> dict[
     if res.detail:
         line["detail"] = res.detail
     return line
+
+
+def replay_into(dp: Datapath, trace: str | os.PathLike[str], *, stop_at: int | None = None,
+                by_mac: dict[bytes, str] | None = None) -> tuple[TraceFrame | None, float]:
+    """Feed ``dp`` the frames of ``trace`` before index ``stop_at`` (all when None), to
+    build the state a later frame meets (``hostsdn trace``).  Returns the frame at
+    ``stop_at`` (None when not asked or the trace is shorter) and the last time fed."""
+    if by_mac is None:
+        by_mac = {p.port.mac: name for name, p in dp.switch.ports.items()}
+    last = 0.0
+    for tf in TraceReader(trace):
+        if stop_at is not None and tf.index >= stop_at:
+            return tf, last
+        dp.receive(tf.data, classify_port(tf.data, by_mac), tf.time)
+        last = tf.time
+    return None, last
