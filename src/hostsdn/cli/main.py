@@ -89,10 +89,13 @@ def _dp_options(kw: dict[str, Any]) -> Any:
               help="Write DIR/<port>.pcap for every port that emitted frames.")
 @click.option("--verdicts", "verdicts_file", type=click.Path(dir_okay=False), default=None,
               help="Write one JSON line per input frame.")
+@click.option("--dump-flows", "flows_file", type=click.Path(dir_okay=False), default=None,
+              help="Write the flows left at the end, one JSON object per line (as "
+                   "'hostsdn flows --json').")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @nic_options
 def replay(policy: str, trace: str, out_dir: str | None, verdicts_file: str | None,
-           as_json: bool, **kw: Any) -> None:
+           flows_file: str | None, as_json: bool, **kw: Any) -> None:
     """Replay TRACE (pcap/pcapng) through POLICY and report what happened."""
     from hostsdn.runtime.policyfile import load_policy
     from hostsdn.runtime.replay import replay as run_replay
@@ -101,13 +104,15 @@ def replay(policy: str, trace: str, out_dir: str | None, verdicts_file: str | No
         pol = load_policy(policy)
         options = _dp_options(kw)
         vf = open(verdicts_file, "w") if verdicts_file else None
+        ff = open(flows_file, "w") if flows_file else None
         try:
             with _progress(enabled=not as_json) as progress:
                 outcome = run_replay(pol, trace, options=options, out_dir=out_dir, verdicts=vf,
-                                     progress=progress)
+                                     dump_flows=ff, progress=progress)
         finally:
-            if vf is not None:
-                vf.close()
+            for f in (vf, ff):
+                if f is not None:
+                    f.close()
     except (HostsdnError, ValueError, KeyError, OSError) as exc:
         _fail(_one_line(exc))
         return
@@ -485,6 +490,92 @@ class _Skip:
 
     def receive(self, *args: Any) -> None:
         return None
+
+
+def _flow_filter(port: str | None, direction: str | None, state: str | None,
+                 proto: str | None, ip: str | None, l4_port: int | None) -> Any:
+    from hostsdn.nic.flowdump import FlowFilter
+
+    protos = {"tcp": 6, "udp": 17, "icmp": 1, "icmp6": 58, "sctp": 132}
+    number = None
+    if proto is not None:
+        number = protos.get(proto.lower())
+        if number is None:
+            try:
+                number = int(proto)
+            except ValueError:
+                raise click.BadParameter(f"{proto!r} is not tcp, udp, icmp, icmp6, sctp or a "
+                                         "number", param_hint="--proto") from None
+    return FlowFilter(port=port, direction=direction, state=state, proto=number, ip=ip,
+                      l4_port=l4_port)
+
+
+def flow_filter_options(f: Any) -> Any:
+    """Options that select flows (``flows``)."""
+    from hostsdn.nic.flowdump import OFFLOAD_STATES
+
+    opts = [
+        click.option("--port", "port", default=None, help="Only this port's flows."),
+        click.option("--direction", type=click.Choice(["out", "in"]), default=None,
+                     help="Only outbound (sent by the VM) or inbound flows."),
+        click.option("--state", type=click.Choice(list(OFFLOAD_STATES)), default=None,
+                     help="Only flows in this offload state."),
+        click.option("--proto", default=None, help="Only this protocol (tcp, udp, icmp, ...)."),
+        click.option("--ip", default=None, help="Only flows with this address (either side)."),
+        click.option("--l4-port", type=click.IntRange(0, 65535), default=None,
+                     help="Only flows with this TCP/UDP/SCTP port (either side)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+@main.command()
+@click.argument("policy", type=click.Path(dir_okay=False))
+@click.option("--pcap", "pcap", type=click.Path(dir_okay=False), default=None,
+              help="Replay this capture through POLICY and list the flows it leaves "
+                   "(else: ask the running 'hostsdn up' of POLICY).")
+@flow_filter_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: {\"flows\": [...]}.")
+@nic_options
+def flows(policy: str, pcap: str | None, port: str | None, direction: str | None,
+          state: str | None, proto: str | None, ip: str | None, l4_port: int | None,
+          as_json: bool, **kw: Any) -> None:
+    """List the flows of POLICY's switch: port, direction, key, the rule deciding each layer
+    (file line), the composed rewrite, packets/bytes on the host and in the NIC, age, idle
+    time, and the offload state with its reason (offloaded, pending, refused, evicted, idle,
+    stale)."""
+    from hostsdn.runtime.policyfile import load_policy
+
+    flt = _flow_filter(port, direction, state, proto, ip, l4_port)
+    try:
+        pol = load_policy(policy)
+        if pcap is None:
+            rows, title = _running_flows(policy, flt)
+        else:
+            from hostsdn.nic.datapath import Datapath
+            from hostsdn.nic.flowdump import flow_rows
+            from hostsdn.runtime.replay import replay_into
+
+            with Datapath(pol, _dp_options(kw)) as dp:
+                _, last = replay_into(dp, pcap)
+                dp.finish(last)
+                rows = flow_rows(dp, last, flt)
+            title = f"hostsdn flows: {Path(policy).name} after {Path(pcap).name}"
+    except (HostsdnError, ValueError, KeyError, OSError) as exc:
+        _fail(_one_line(exc))
+        return
+    if as_json:
+        click.echo(json.dumps({"flows": rows}, sort_keys=True))
+        return
+    from hostsdn.cli.render import print_flows
+
+    print_flows(rows, title=title)
+
+
+def _running_flows(policy: str, flt: Any) -> tuple[list[dict[str, Any]], str]:
+    raise HostsdnUsageError(f"no running 'hostsdn up' API for {policy} (give --pcap TRACE to "
+                            "list the flows a capture leaves)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -40,7 +40,7 @@ def _layers_table(flow: dict[str, Any]) -> Table:
         does = step["actions"]
         style = "red" if "block" in does and how in ("rule", "default") else ""
         where = f"{step['file'] or 'policy'}:{step['line']}" if step["line"] else ""
-        t.add_row(step["layer"], who, Text(does, style=style), where)
+        t.add_row(Text(step["layer"]), Text(who), Text(does, style=style), Text(where))
     return t
 
 
@@ -51,15 +51,15 @@ def _flow_block(flow: dict[str, Any], title: str) -> Group:
     rows = Table.grid(padding=(0, 1))
     rows.add_column(style="dim", justify="right")
     rows.add_column()
-    rows.add_row("key", flow["key"])
-    rows.add_row("actions", flow["transposition"] if not flow["drop"]
+    rows.add_row("key", Text(flow["key"]))
+    rows.add_row("actions", Text(flow["transposition"]) if not flow["drop"]
                  else Text(f"drop ({flow['drop']})", style="bold red"))
     if flow["meters"]:
-        rows.add_row("meters", ", ".join(flow["meters"]))
-    rows.add_row("to", flow["dest"])
-    rows.add_row("conn", flow["conn_state"])
+        rows.add_row("meters", Text(", ".join(flow["meters"])))
+    rows.add_row("to", Text(flow["dest"]))
+    rows.add_row("conn", Text(flow["conn_state"]))
     before, after = flow["offload_before"], flow["offload_after"]
-    rows.add_row("offload", after if before in ("-", after) else f"{before} -> {after}")
+    rows.add_row("offload", Text(after if before in ("-", after) else f"{before} -> {after}"))
     return Group(head, _layers_table(flow), rows)
 
 
@@ -149,11 +149,62 @@ def print_trace(t: dict[str, Any], *, full_hex: bool = False,
         for col in ("port/dir", "key", "actions", "offload"):
             ct.add_column(col)
         for f in t["created"]:
-            ct.add_row(f"{f['port']}/{f['direction']}", f["key"],
-                       f["transposition"] if not f["drop"] else f"drop ({f['drop']})",
-                       f["offload_after"])
+            ct.add_row(Text(f"{f['port']}/{f['direction']}"), Text(f["key"]),
+                       Text(f["transposition"] if not f["drop"] else f"drop ({f['drop']})"),
+                       Text(f["offload_after"]))
         console.print(ct)
     for o in t["outputs"]:
         console.print(Panel(_hex(o["hex"], full_hex),
                             title=Text(f"out {o['port']}: {o['decoded']}"),
                             title_align="left", border_style="dim", box=box.SQUARE))
+
+
+STATE_STYLE = {"offloaded": "green", "pending": "yellow", "refused": "red", "evicted": "magenta",
+               "idle": "blue", "stale": "dim", "host": ""}
+
+
+def _rules_short(rules: list[dict[str, Any]]) -> str:
+    """``acl:22 meter:30(default) nat:38``: the deciding line of each layer."""
+    parts = []
+    for r in rules:
+        tag = "" if r["how"] == "rule" else f"({r['how']})"
+        parts.append(f"{r['layer']}:{r['line'] or '?'}{tag}")
+    return " ".join(parts)
+
+
+def _count(packets: int, nbytes: int) -> str:
+    return f"{packets}/{_bytes(nbytes)}"
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1000
+    return str(n)
+
+
+def print_flows(rows: list[dict[str, Any]], *, title: str, console: Console | None = None
+                ) -> None:
+    console = console or Console()
+    t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    for col, justify in (("port/dir", "left"), ("key", "left"), ("rules (layer:line)", "left"),
+                         ("rewrite", "left"), ("host pkt/B", "right"), ("NIC pkt/B", "right"),
+                         ("age", "right"), ("idle", "right"), ("offload", "left")):
+        t.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        off = r["offload"]
+        state = Text(off["state"], style=STATE_STYLE.get(off["state"], ""))
+        if off["reason"] and off["reason"] != off["state"]:
+            state.append(f" {off['reason']}", style="dim")
+        rewrite = r["rewrite"] if not r["drop"] else f"drop ({r['drop']})"
+        t.add_row(Text(f"{r['port']}/{r['direction']}"), Text(r["key"]),
+                  Text(_rules_short(r["rules"])), Text(rewrite),
+                  _count(r["host_packets"], r["host_bytes"]),
+                  _count(r["nic_packets"], r["nic_bytes"]), f"{r['age']:.1f}s",
+                  f"{r['idle']:.1f}s", state)
+    console.print(t)
+    states: dict[str, int] = {}
+    for r in rows:
+        states[r["offload"]["state"]] = states.get(r["offload"]["state"], 0) + 1
+    console.print(f"{len(rows)} flows: " + ", ".join(f"{n} {s}" for s, n in states.items()))

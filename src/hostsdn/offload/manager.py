@@ -360,6 +360,53 @@ class OffloadManager:
                 flow.nic_handle = 0
                 self.refused[reason.value] += 1
 
+    def status(self, flow: Flow, generation: int) -> tuple[str, str, str]:
+        """``(state, reason, detail)`` of a host flow for an operator: ``offloaded``,
+        ``pending`` (offload-after not reached, TCP not established yet), ``refused``
+        (unsupported action / match, capacity, not cacheable, backend error, no NIC),
+        ``evicted``, ``idle`` (idled out of the NIC), ``stale`` (of an older policy,
+        re-evaluated on its next packet) or ``host`` (not asked yet: no packet of its
+        own).  ``generation`` is its port's current one."""
+        reason = flow.offload_reason
+        r = reason.value if reason is not None else ""
+        if flow.generation != generation or reason is OffloadReason.STALE_GENERATION:
+            return "stale", OffloadReason.STALE_GENERATION.value, \
+                "of an older policy: re-evaluated on its next packet"
+        state = flow.offload_state
+        if state is OffloadState.OFFLOADED:
+            return "offloaded", r, f"NIC entry #{flow.nic_handle}"
+        if state is OffloadState.PENDING:
+            if reason is OffloadReason.NOT_YET:
+                return "pending", r, (f"offload-after {self.config.offload_after}: "
+                                      f"{flow.packets} host packet(s) so far")
+            return "pending", r, f"TCP {flow.conn.tcp_state.value}: offloaded once established"
+        if reason in (OffloadReason.UNSUPPORTED_ACTION, OffloadReason.UNSUPPORTED_MATCH):
+            missing = required_features(self.entry_for(flow)) - self.features
+            names = ", ".join(sorted(f.value for f in missing))
+            return "refused", r, f"the NIC lacks {names}" if names else "refused by the NIC"
+        if reason is OffloadReason.CAPACITY:
+            return "refused", r, "NIC cache full (eviction none)"
+        if reason is OffloadReason.NOT_CACHEABLE:
+            return "refused", r, "flooded (broadcast / multicast): stays on the host"
+        if reason is OffloadReason.DISABLED:
+            return "refused", r, "no NIC"
+        if reason is OffloadReason.BACKEND_ERROR:
+            return "refused", r, "the NIC refused the entry"
+        if reason is OffloadReason.EVICTED:
+            return "evicted", r, "evicted from a full NIC cache; back on its next packet"
+        if reason is OffloadReason.IDLE:
+            return "idle", r, "idled out of the NIC; back on its next host packet"
+        if reason is OffloadReason.CONN_STATE:
+            return "host", r, (f"TCP {flow.conn.tcp_state.value}: left the NIC (its packets "
+                               "change the connection's state)")
+        return "host", r, "no packet of its own yet" if flow.packets == 0 else ""
+
+    def nic_last_used(self, flow: Flow) -> float | None:
+        """When the NIC last used the flow's entry (as last pulled), None: not offloaded."""
+        if flow.offload_state is not OffloadState.OFFLOADED:
+            return None
+        return self._nic_last.get(flow.nic_handle)
+
     def shadow(self, copier: Shadow, backend: NicBackend | None) -> OffloadManager:
         """A manager that decides like this one on copy-on-read views of its state and
         talks to ``backend`` (a model of the NIC, for ``hostsdn trace``): offloads,

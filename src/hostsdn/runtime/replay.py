@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from hostsdn.flows.table import Flow
 from hostsdn.nic.datapath import Datapath, DatapathOptions, DpResult
+from hostsdn.nic.flowdump import flow_rows
+from hostsdn.nic.trace import RuleBook, describe_key
 from hostsdn.policy import model as pm
 from hostsdn.runtime.pcap import PcapWriter, TraceFrame, TraceReader
 from hostsdn.switch import UPLINK
@@ -38,8 +41,11 @@ def replay(policy: pm.Policy, trace: str | os.PathLike[str], *,
            verdicts: IO[str] | None = None,
            keep_outputs: bool = False,
            keep_verdicts: bool = False,
+           dump_flows: IO[str] | None = None,
            progress: Callable[[int, int], None] | None = None) -> ReplayOutcome:
-    """Run the whole trace; write per-port pcaps and verdict lines as asked."""
+    """Run the whole trace; write per-port pcaps and verdict lines as asked, and the
+    flows left at the end (one JSON object per line, ``nic.flowdump.flow_row``) to
+    ``dump_flows``."""
     reader = TraceReader(trace)
     out_path = Path(out_dir) if out_dir is not None else None
     if out_path is not None:
@@ -49,6 +55,7 @@ def replay(policy: pm.Policy, trace: str | os.PathLike[str], *,
     emitted: Counter[str] = Counter()
     by_mac = {p.mac: p.name for p in policy.ports}
     last_time = 0.0
+    book = RuleBook(policy) if verdicts is not None or keep_verdicts else None
     with Datapath(policy, options or DatapathOptions()) as dp:
         try:
             for tf in reader:
@@ -65,7 +72,8 @@ def replay(policy: pm.Policy, trace: str | os.PathLike[str], *,
                     if keep_outputs:
                         outcome.outputs.setdefault(port, []).append(frame)
                 if verdicts is not None or keep_verdicts:
-                    line = _verdict_line(tf.index, tf.time, in_port, res)
+                    assert book is not None
+                    line = _verdict_line(tf.index, tf.time, in_port, res, dp, book)
                     if verdicts is not None:
                         verdicts.write(json.dumps(line) + "\n")
                     if keep_verdicts:
@@ -77,6 +85,9 @@ def replay(policy: pm.Policy, trace: str | os.PathLike[str], *,
                 w.close()
         dp.finish(last_time)
         outcome.summary = dp.summary()
+        if dump_flows is not None:
+            for row in flow_rows(dp, last_time):
+                dump_flows.write(json.dumps(row, sort_keys=True) + "\n")
     outcome.summary["emitted"] = dict(sorted(emitted.items()))
     outcome.summary["trace"] = str(trace)
     if progress is not None:
@@ -84,7 +95,8 @@ def replay(policy: pm.Policy, trace: str | os.PathLike[str], *,
     return outcome
 
 
-def _verdict_line(index: int, time: float, in_port: str, res: DpResult) -> dict[str, Any]:
+def _verdict_line(index: int, time: float, in_port: str, res: DpResult, dp: Datapath,
+                  book: RuleBook) -> dict[str, Any]:
     line: dict[str, Any] = {
         "index": index,
         "time": time,
@@ -97,7 +109,20 @@ def _verdict_line(index: int, time: float, in_port: str, res: DpResult) -> dict[
     }
     if res.detail:
         line["detail"] = res.detail
+    line["flows"] = [_verdict_flow(f, dp, book) for f in res.flows]
     return line
+
+
+def _verdict_flow(flow: Flow, dp: Datapath, book: RuleBook) -> dict[str, Any]:
+    """One flow that processed a frame: its key, the file:line deciding each layer, and
+    the offload decision after this frame."""
+    ps = dp.switch.ports.get(flow.port)
+    state, reason, _ = dp.manager.status(flow, ps.generation if ps is not None else -1)
+    return {"port": flow.port, "direction": flow.direction.value,
+            "key": describe_key(flow.key),
+            "rules": [f"{s.layer}: {s.where}" + ("" if s.how == "rule" else f" ({s.how})")
+                      for s in book.steps(flow)],
+            "offload": state, "offload_reason": reason}
 
 
 def replay_into(dp: Datapath, trace: str | os.PathLike[str], *, stop_at: int | None = None,
