@@ -15,7 +15,13 @@ machine hits every peer alike):
 * ``xdp-min`` (``--xdp-min``): the two namespaces built as for the bridge, joined by a
   minimal native XDP program on each host-side end that ``bpf_redirect``s every frame to
   the other end (no parsing, no lookup): what XDP forwarding on veth can reach at best
-  here, to tell the cost of XDP-on-veth from the cost of hostsdn's program.
+  here, to tell the cost of XDP-on-veth from the cost of hostsdn's program;
+* ``ovs-afxdp``, ``ovs-afxdp-ct``, ``ovs-netdev``, ``ovs-netdev-ct`` (unless ``--no-ovs``):
+  Open vSwitch 3.1's userspace datapath with AF_XDP (native, copy mode) or AF_PACKET
+  ports, ``NORMAL`` or a conntrack rule set, its PMD pinned (``--ovs-pmd-cpu``), daemons
+  of its own from a temp database (``ovspeer.py``; ``apt-get install
+  openvswitch-switch``).  Its ``ovs-vswitchd`` runs only while it is measured (a PMD
+  busy-polls a CPU).
 
 The hostsdn policy is permissive and stateful: two VMs (10.99.0.4, 10.99.0.6 on one /24)
 behind one stateful allow-all layer.  Each round is
@@ -55,6 +61,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import benchutil as bu
+import ovspeer
 
 from hostsdn.nic.xdp import libbpf
 
@@ -63,6 +70,7 @@ VM_A, VM_B, PLEN = "10.99.0.4", "10.99.0.6", 24
 MAC_A, MAC_B = "02:00:00:00:b0:01", "02:00:00:00:b0:02"
 IPERF_PORT = 5201
 PEERS = {"bridge": "linux bridge", "xdp-min": "minimal XDP redirect",
+         **ovspeer.LABELS,
          "xdp": "hostsdn --nic xdp", "none": "hostsdn --nic none",
          "simnic": "hostsdn --nic simnic"}
 """Peer name -> table label, in measurement order."""
@@ -421,6 +429,9 @@ def main() -> None:
                     "(default 0.15; 1 disables)")
     ap.add_argument("--quiet-wait", type=float, default=30, metavar="S",
                     help="... but at most S seconds (default 30)")
+    ap.add_argument("--no-ovs", action="store_true", help="leave out the OVS peers")
+    ap.add_argument("--ovs-pmd-cpu", type=int, default=1, metavar="CPU",
+                    help="the CPU OVS's PMD thread is pinned to (default 1)")
     ap.add_argument("--only", default="", help="comma-separated subset of "
                     f"{','.join(PEERS)} (the bridge is always kept as the reference)")
     args = ap.parse_args()
@@ -433,26 +444,30 @@ def main() -> None:
             sys.exit(f"{tool} is not installed (apt-get install iproute2 ethtool iperf3)")
 
     wanted = [w for w in PEERS if w in ("bridge", "xdp", "none")
+              or (w in ovspeer.KINDS and not args.no_ovs)
               or (w == "simnic" and args.simnic) or (w == "xdp-min" and args.xdp_min)]
     if args.only:
         only = {w.strip() for w in args.only.split(",")} | {"bridge"}
         wanted = [w for w in PEERS if w in only]
+    wanted = drop_missing_ovs(wanted)
 
     print(f"TCP throughput, iperf3 -t {seconds}, {rounds} round(s) per peer, "
           f"peers round-robin; {bu.environment()}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix=f"{PREFIX}-tp-") as tmp, sigterm_as_interrupt():
         work = Path(tmp)
-        peers: dict[str, KernelPeer | HostsdnUp] = {}
+        peers: dict[str, KernelPeer | HostsdnUp | ovspeer.OvsPeer] = {}
         servers: list[Iperf3Server] = []
         results: dict[str, list[tuple[float, int, str]]] = {name: [] for name in wanted}
         slow_path: dict[str, tuple[int, int]] = {}
         finals: dict[str, str] = {}
         try:
             for name in wanted:
-                peer: KernelPeer | HostsdnUp
+                peer: KernelPeer | HostsdnUp | ovspeer.OvsPeer
                 if name in ("bridge", "xdp-min"):
                     peer = peers[name] = KernelPeer(name, work)
+                elif name in ovspeer.KINDS:
+                    peer = peers[name] = make_ovs_peer(name, work, args.ovs_pmd_cpu)
                 else:
                     key = {"xdp": "tx", "none": "tn", "simnic": "ts"}[name]
                     peer = peers[name] = HostsdnUp(work, key, name)
@@ -460,13 +475,19 @@ def main() -> None:
                 srv = Iperf3Server(peer.ns_b, VM_B, work / f"iperf3-{name}.log")
                 servers.append(srv)
                 srv.start()
+                if isinstance(peer, ovspeer.OvsPeer):
+                    peer.pause()             # its PMD polls only while it is measured
                 print(f"  up: {name:8s} {', '.join(peer.names)}", flush=True)
             for r in range(rounds):
                 for name in wanted:
                     peer = peers[name]
                     busy = wait_quiet(args.quiet_limit, args.quiet_wait)
+                    if isinstance(peer, ovspeer.OvsPeer):
+                        peer.resume()
                     before = peer.status() if isinstance(peer, HostsdnUp) else {}
                     res = iperf3_round(peer.ns_a, seconds)
+                    if isinstance(peer, ovspeer.OvsPeer):
+                        peer.pause()
                     results[name].append(res)
                     extra = ""
                     if isinstance(peer, HostsdnUp):
@@ -497,6 +518,8 @@ def main() -> None:
     ref = _median(results.get("bridge", []))
     with_min = "xdp-min" in results
     ref_min = _median(results.get("xdp-min", []))
+    with_ovs = "ovs-afxdp-ct" in results
+    ref_ovs = _median(results.get("ovs-afxdp-ct", []))
     rows = []
     for name in wanted:
         vals = [g for g, _, e in results[name] if not e]
@@ -509,15 +532,18 @@ def main() -> None:
             f"{min(vals):.2f}-{max(vals):.2f}" if vals else "-",
             f"{med / ref:.2f}x" if vals and ref else "-",
             *([f"{med / ref_min:.2f}x" if vals and ref_min else "-"] if with_min else []),
+            *([f"{med / ref_ovs:.2f}x" if vals and ref_ovs else "-"] if with_ovs else []),
             str(sum(r for _, r, e in results[name] if not e)),
             f"{frames:,}" if frames >= 0 else "-",
             str(txe) if txe >= 0 else "-",
             str(errors)])
     bu.print_table(f"TCP throughput VM a -> VM b (iperf3 -t {seconds}, median of {rounds})",
                    ["peer", "Gbit/s", "min-max", "vs bridge",
-                    *(["vs xdp-min"] if with_min else []), "retr", "slow-path frames",
+                    *(["vs xdp-min"] if with_min else []),
+                    *(["vs OVS AF_XDP+ct"] if with_ovs else []), "retr", "slow-path frames",
                     "tx_err", "failed"], rows,
-                   ["goal (issue): xdp >= 0.95x the bridge",
+                   ["aim (issue 10): xdp >= 0.95x the bridge and >= 0.9x the minimal XDP "
+                    "redirect",
                     ("slow-path frames: frames the hostsdn Python loop read during the "
                      "rounds (status line 'packets'; approximate)")])
     print(f"load average at the end {os.getloadavg()[0]:.2f} (other work on the machine "
@@ -525,6 +551,21 @@ def main() -> None:
     for name, line in finals.items():
         if line:
             print(f"  {name}: {line.strip()}")
+
+
+def drop_missing_ovs(wanted: list[str]) -> list[str]:
+    """``wanted`` without the OVS peers when OVS is not installed (saying how to)."""
+    missing = ovspeer.ovs_missing()
+    if missing and any(w in ovspeer.KINDS for w in wanted):
+        print(f"NOTE: {missing}; measuring without the OVS peers", file=sys.stderr)
+        return [w for w in wanted if w not in ovspeer.KINDS]
+    return wanted
+
+
+def make_ovs_peer(name: str, work: Path, pmd_cpu: int) -> ovspeer.OvsPeer:
+    """An OVS peer with this module's two-VM topology (addresses, MACs, prefix)."""
+    return ovspeer.OvsPeer(name, work, prefix=PREFIX, vm_a=VM_A, vm_b=VM_B, mac_a=MAC_A,
+                           mac_b=MAC_B, plen=PLEN, pmd_cpu=pmd_cpu)
 
 
 def _median(res: Sequence[tuple[float, int, str]]) -> float:
