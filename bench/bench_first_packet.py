@@ -18,12 +18,18 @@ cost of a flow), the Python frames per flow (status line ``packets``) and losses
 goes through Python, so the "second" RTT is Python forwarding a known flow (a simnic hit
 or a host-switch flow-table hit), and ``first - second`` the flow-setup part only.
 
+Peers in the same run: the Linux bridge (the baseline: what a new 5-tuple costs with no
+switch at all), and Open vSwitch 3.1's userspace datapath with a conntrack rule set
+(``ct(commit)`` on new, allow established) over AF_XDP and over AF_PACKET ports
+(``ovspeer.py``; ``apt-get install openvswitch-switch``, else they are left out with a
+note).  Every row shows its ``1st-2nd`` median as a ratio to OVS AF_XDP + ct's.
+
     sudo PYTHONPATH=src python bench/bench_first_packet.py [--quick] [--flows 200]
-        [--nics xdp,simnic,none]
+        [--nics bridge,ovs-afxdp-ct,ovs-netdev-ct,xdp,simnic,none] [--pin CPU]
 
 Names: ports ``hsdnbf?a`` / ``hsdnbf?b`` (namespaces and host links ``hsdn-hsdnbf..``),
-uplink namespaces ``hsdn-hsdnbf?u``; deleted by name in a ``finally`` (also on Ctrl-C /
-SIGTERM).  Traffic goes only between the two VM namespaces (10.99.0.4 -> 10.99.0.6).
+uplink namespaces ``hsdn-hsdnbf?u``; the bridge peer ``hsdnbtbr*``, the OVS peers
+``hsdnbo*``; deleted by name in a ``finally`` (also on Ctrl-C / SIGTERM).  Traffic goes only between the two VM namespaces (10.99.0.4 -> 10.99.0.6).
 The backends run one after the other (only one ``up`` at a time).
 """
 
@@ -41,12 +47,16 @@ import time
 from pathlib import Path
 
 import benchutil as bu
+import ovspeer
 from bench_tcp_throughput import (
     PREFIX,
     VM_A,
     VM_B,
     HostsdnUp,
+    KernelPeer,
+    drop_missing_ovs,
     link_exists,
+    make_ovs_peer,
     ns_exists,
     pin_to,
     run_main,
@@ -62,6 +72,8 @@ SPORT_BASE = 40000
 WARMUP = 5
 TIMEOUT = 1.0
 GOAL_US = 150
+DEFAULT_PEERS = ("bridge", "ovs-afxdp-ct", "ovs-netdev-ct", "xdp", "simnic", "none")
+OVS_REF = "ovs-afxdp-ct"
 
 ECHO_SERVER = """\
 import socket, sys
@@ -139,13 +151,44 @@ def us(v: float) -> str:
     return "-" if math.isnan(v) else f"{v * 1e6:,.0f}"
 
 
+def ratio(value: float | None, ref: float | None) -> str:
+    """value / ref, or "-" when either is missing or ref is not positive (a peer whose
+    first packet costs nothing measurable has no meaningful ratio)."""
+    if value is None or ref is None or ref <= 0:
+        return "-"
+    return f"{value / ref:.2f}x"
+
+
+def minus(value: float | None, ref: float | None) -> str:
+    return "-" if value is None or ref is None else f"{(value - ref) * 1e6:+,.0f}"
+
+
+def label(peer: str) -> str:
+    return ovspeer.LABELS.get(peer) or ("linux bridge" if peer == "bridge"
+                                        else f"hostsdn --nic {peer}")
+
+
+def make_peer(peer: str, work: Path, cpus: set[int] | None,
+              pmd_cpu: int) -> HostsdnUp | KernelPeer | ovspeer.OvsPeer:
+    """The peer named ``peer``: ``bridge``, an OVS kind, or a hostsdn NIC backend."""
+    if peer == "bridge":
+        return KernelPeer("bridge", work)
+    if peer in ovspeer.KINDS:
+        return make_ovs_peer(peer, work, pmd_cpu)
+    key = {"xdp": "fx", "simnic": "fs", "none": "fn"}[peer]
+    return HostsdnUp(work, key, peer, cpus=cpus)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="50 flows")
     ap.add_argument("--flows", type=int, default=None, help="new flows per backend "
                     "(default 200)")
-    ap.add_argument("--nics", default="xdp,simnic,none",
-                    help="backends, in order (default xdp,simnic,none)")
+    ap.add_argument("--nics", default=",".join(DEFAULT_PEERS),
+                    help=f"peers, in order (default {','.join(DEFAULT_PEERS)}; also "
+                    "ovs-afxdp, ovs-netdev: OVS with NORMAL only)")
+    ap.add_argument("--ovs-pmd-cpu", type=int, default=1, metavar="CPU",
+                    help="the CPU OVS's PMD thread is pinned to (default 1)")
     ap.add_argument("--gap", type=float, default=0.002,
                     help="pause between flows, seconds (default 0.002)")
     ap.add_argument("--quiet-limit", type=float, default=0.15, metavar="SHARE",
@@ -159,7 +202,7 @@ def main() -> None:
                     "steadier figures; default: no pinning")
     args = ap.parse_args()
     flows = args.flows or (50 if args.quick else 200)
-    nics = [n.strip() for n in args.nics.split(",") if n.strip()]
+    nics = drop_missing_ovs([n.strip() for n in args.nics.split(",") if n.strip()])
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces, veth, XDP)")
     cpus = {args.pin} if args.pin is not None else None
@@ -175,8 +218,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix=f"{PREFIX}-fp-") as tmp, sigterm_as_interrupt():
         work = Path(tmp)
         for nic in nics:
-            key = {"xdp": "fx", "simnic": "fs", "none": "fn"}[nic]
-            up = HostsdnUp(work, key, nic, cpus=cpus)
+            up = make_peer(nic, work, cpus, args.ovs_pmd_cpu)
             echo: subprocess.Popen[bytes] | None = None
             try:
                 up.start()
@@ -184,14 +226,16 @@ def main() -> None:
                 warm = measure_flows(up.ns_a, SPORT_BASE - 100, WARMUP, args.gap)
                 if any(f is None for f, _ in warm[-2:]):
                     print(f"  {nic}: warm-up flows lost: {warm}", file=sys.stderr)
-                before = int(up.status_settled().get("packets", 0))
+                hostsdn = isinstance(up, HostsdnUp)
+                before = int(up.status_settled().get("packets", 0)) if hostsdn else 0
                 busy = wait_quiet(args.quiet_limit, args.quiet_wait)
                 results[nic] = measure_flows(up.ns_a, SPORT_BASE, flows, args.gap)
-                frames[nic] = int(up.status_settled().get("packets", 0)) - before
+                frames[nic] = (int(up.status_settled().get("packets", 0)) - before
+                               if hostsdn else -1)
                 ok = [r for r in results[nic] if r[0] is not None and r[1] is not None]
-                print(f"  {nic:7s} done: {len(ok)}/{flows} flows answered twice, "
-                      f"{frames[nic]:,} slow-path frames (CPUs {busy:.0%} busy before)",
-                      flush=True)
+                seen = f", {frames[nic]:,} slow-path frames" if hostsdn else ""
+                print(f"  {nic:7s} done: {len(ok)}/{flows} flows answered twice{seen} "
+                      f"(CPUs {busy:.0%} busy before)", flush=True)
             finally:
                 stop_process(echo, timeout=2)
                 final = up.stop()
@@ -201,6 +245,12 @@ def main() -> None:
                 if left:
                     print(f"  WARNING: left over: {left}", file=sys.stderr)
 
+    def diff_median(nic: str) -> float | None:
+        d = [f - s for f, s in results.get(nic, []) if f is not None and s is not None]
+        return statistics.median(d) if d else None
+
+    ref_ovs = diff_median(OVS_REF)
+    ref_bridge = diff_median("bridge")
     rows = []
     for nic in nics:
         res = results.get(nic, [])
@@ -208,21 +258,30 @@ def main() -> None:
         seconds = [s for _, s in res if s is not None]
         diffs = [f - s for f, s in res if f is not None and s is not None]
         lost = sum(1 for f, s in res if f is None or s is None)
-        per_flow = frames.get(nic, 0) / len(res) if res else float("nan")
-        rows.append([f"--nic {nic}",
+        per_flow = frames.get(nic, 0) / len(res) if res and frames.get(nic, -1) >= 0 else None
+        med = statistics.median(diffs) if diffs else None
+        rows.append([label(nic),
                      us(statistics.median(firsts)) if firsts else "-", us(pct(firsts, 0.9)),
                      us(statistics.median(seconds)) if seconds else "-",
                      us(pct(seconds, 0.9)),
-                     us(statistics.median(diffs)) if diffs else "-", us(pct(diffs, 0.9)),
-                     f"{per_flow:.1f}", str(lost)])
+                     us(med) if med is not None else "-", us(pct(diffs, 0.9)),
+                     ratio(med, ref_ovs), minus(med, ref_bridge),
+                     f"{per_flow:.1f}" if per_flow is not None else "-", str(lost)])
     bu.print_table(f"UDP round trip VM a -> VM b -> VM a, {flows} new flows, microseconds",
-                   ["backend", "1st med", "1st p90", "2nd med", "2nd p90", "1st-2nd med",
-                    "1st-2nd p90", "py frames/flow", "lost"], rows,
+                   ["peer", "1st med", "1st p90", "2nd med", "2nd p90", "1st-2nd med",
+                    "1st-2nd p90", "vs OVS AF_XDP+ct", "over bridge", "py frames/flow",
+                    "lost"], rows,
                    [("1st: RTT of a new flow's first datagram (request and reply may "
                      "miss); 2nd: the next datagram of the same flow"),
                     "1st-2nd: per-flow difference = the slow-path cost of setting the flow up",
+                    ("vs OVS AF_XDP+ct: 1st-2nd median / OVS AF_XDP + ct's; over bridge: "
+                     "1st-2nd median minus the bridge's (us)"),
                     ("py frames/flow: frames the Python loop read per flow (both datagrams, "
                      "both directions)")])
+    xdp_med = diff_median("xdp")
+    if xdp_med is not None and ref_ovs is not None:
+        print(f"aim (issue 10): xdp 1st-2nd <= 2x OVS + conntrack's: "
+              f"{ratio(xdp_med, ref_ovs)} ({us(xdp_med)} vs {us(ref_ovs)} us)")
     xdp = results.get("xdp", [])
     diffs = [f - s for f, s in xdp if f is not None and s is not None]
     if diffs:

@@ -95,6 +95,35 @@ def _run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 30,
     return proc
 
 
+def build_two_vms(ns_sw: str, vms: tuple[tuple[str, str, str, str, str, str], ...],
+                  plen: int) -> None:
+    """A switch namespace ``ns_sw`` and, per ``(vm namespace, port name, ip, mac, other ip,
+    other mac)``, a VM namespace joined to it by a veth pair: ``eth0`` in the VM (``tx
+    off gro on``, static neighbour), the port in ``ns_sw`` (``tx off gro off``, MTU
+    1500); IPv6 off everywhere.  Built like ``KernelPeer``'s bridge topology."""
+    _run(["ip", "netns", "add", ns_sw])
+    _run(["ip", "netns", "exec", ns_sw, "ip", "link", "set", "lo", "up"])
+    for scope in ("all", "default"):
+        _run(["ip", "netns", "exec", ns_sw, "sysctl", "-qw",
+              f"net.ipv6.conf.{scope}.disable_ipv6=1"])
+    for ns, host, ip, mac, other_ip, other_mac in vms:
+        _run(["ip", "netns", "add", ns])
+        for scope in ("all", "default"):
+            _run(["ip", "netns", "exec", ns, "sysctl", "-qw",
+                  f"net.ipv6.conf.{scope}.disable_ipv6=1"])
+        _run(["ip", "link", "add", host, "netns", ns_sw, "type", "veth", "peer",
+              "name", "eth0", "netns", ns])
+        _run(["ip", "netns", "exec", ns_sw, "ip", "link", "set", host, "mtu", "1500", "up"])
+        _run(["ip", "netns", "exec", ns_sw, "ethtool", "-K", host, "tx", "off", "gro", "off"])
+        x = ["ip", "netns", "exec", ns]
+        _run([*x, "ip", "link", "set", "lo", "up"])
+        _run([*x, "ip", "link", "set", "eth0", "address", mac, "mtu", "1500", "up"])
+        _run([*x, "ip", "addr", "add", f"{ip}/{plen}", "dev", "eth0"])
+        _run([*x, "ip", "neigh", "replace", other_ip, "lladdr", other_mac, "dev", "eth0",
+              "nud", "permanent"])
+        _run([*x, "ethtool", "-K", "eth0", "tx", "off", "gro", "on"])
+
+
 class OvsPeer:
     """One OVS peer (``kind`` in ``KINDS``) with its own daemons, namespaces and ports.
 
@@ -165,26 +194,7 @@ class OvsPeer:
         self.resume()
 
     def _make_namespaces(self) -> None:
-        _run(["ip", "netns", "add", self.ns_sw])
-        _run(self._in_sw("ip", "link", "set", "lo", "up"))
-        for scope in ("all", "default"):
-            _run(self._in_sw("sysctl", "-qw", f"net.ipv6.conf.{scope}.disable_ipv6=1"))
-        for ns, host, ip, mac, other_ip, other_mac in self.vms:
-            _run(["ip", "netns", "add", ns])
-            for scope in ("all", "default"):
-                _run(["ip", "netns", "exec", ns, "sysctl", "-qw",
-                      f"net.ipv6.conf.{scope}.disable_ipv6=1"])
-            _run(["ip", "link", "add", host, "netns", self.ns_sw, "type", "veth", "peer",
-                  "name", "eth0", "netns", ns])
-            _run(self._in_sw("ip", "link", "set", host, "mtu", "1500", "up"))
-            _run(self._in_sw("ethtool", "-K", host, "tx", "off", "gro", "off"))
-            x = ["ip", "netns", "exec", ns]
-            _run([*x, "ip", "link", "set", "lo", "up"])
-            _run([*x, "ip", "link", "set", "eth0", "address", mac, "mtu", "1500", "up"])
-            _run([*x, "ip", "addr", "add", f"{ip}/{self.plen}", "dev", "eth0"])
-            _run([*x, "ip", "neigh", "replace", other_ip, "lladdr", other_mac, "dev", "eth0",
-                  "nud", "permanent"])
-            _run([*x, "ethtool", "-K", "eth0", "tx", "off", "gro", "on"])
+        build_two_vms(self.ns_sw, self.vms, self.plen)
 
     def resume(self, timeout: float = 30) -> None:
         """Start ``ovs-vswitchd`` (its PMD then polls), install the OpenFlow flows (they
