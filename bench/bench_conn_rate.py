@@ -291,10 +291,10 @@ def main() -> None:
             f"at that load (median of {args.rounds})",
             ["peer", "setups/s", *(f"vs {PEERS[r]}" for r in refs), "p50 us", "p99 us",
              "failed", "py frames/setup"], rows,
-            ["aim (issue 10): hostsdn --nic xdp >= OVS + conntrack; the bridge row must be "
-             "clearly above every switch (else the generator is the limit)",
-             f"setup: {'datagram to echo' if proto == 'udp' else 'connect() to established'}"
-             "; failed: timed out or refused"])
+            [("aim (issue 10): hostsdn --nic xdp >= OVS + conntrack; the bridge row must be "
+              "clearly above every switch (else the generator is the limit)"),
+             (f"setup: {'datagram to echo' if proto == 'udp' else 'connect() to established'}"
+              "; failed: timed out or refused")])
     print(f"load average at the end {os.getloadavg()[0]:.2f} (other work on the machine "
           "skews the figures)")
 

@@ -542,8 +542,8 @@ def main() -> None:
                     *(["vs xdp-min"] if with_min else []),
                     *(["vs OVS AF_XDP+ct"] if with_ovs else []), "retr", "slow-path frames",
                     "tx_err", "failed"], rows,
-                   ["aim (issue 10): xdp >= 0.95x the bridge and >= 0.9x the minimal XDP "
-                    "redirect",
+                   [("aim (issue 10): xdp >= 0.95x the bridge and >= 0.9x the minimal XDP "
+                     "redirect"),
                     ("slow-path frames: frames the hostsdn Python loop read during the "
                      "rounds (status line 'packets'; approximate)")])
     print(f"load average at the end {os.getloadavg()[0]:.2f} (other work on the machine "
