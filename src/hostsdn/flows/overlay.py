@@ -30,7 +30,7 @@ class CowMap(MutableMapping[K, V], Generic[K, V]):
     """A dict seen through an overlay: reads copy the base's value (once), writes and
     deletes stay here; the base dict is never written."""
 
-    __slots__ = ("_base", "_copy", "_gone", "_len", "_local")
+    __slots__ = ("_base", "_copy", "_gone", "_len", "_local", "_written")
 
     def __init__(self, base: MutableMapping[K, V], copier: Callable[[V], V] = same) -> None:
         self._base = base
@@ -38,6 +38,7 @@ class CowMap(MutableMapping[K, V], Generic[K, V]):
         self._gone: set[K] = set()
         self._copy = copier
         self._len = len(base)
+        self._written: set[K] = set()
 
     def __getitem__(self, k: K) -> V:
         try:
@@ -64,12 +65,14 @@ class CowMap(MutableMapping[K, V], Generic[K, V]):
             self._len += 1
         self._local[k] = v
         self._gone.discard(k)
+        self._written.add(k)
 
     def __delitem__(self, k: K) -> None:
         if k not in self:
             raise KeyError(k)
         self._len -= 1
         self._local.pop(k, None)
+        self._written.discard(k)
         if k in self._base:
             self._gone.add(k)
 
@@ -87,9 +90,9 @@ class CowMap(MutableMapping[K, V], Generic[K, V]):
             if k not in self._base:
                 yield k
 
-    def added(self) -> dict[K, V]:
-        """Keys written here that the base did not have, with their values."""
-        return {k: v for k, v in self._local.items() if k not in self._base}
+    def written(self) -> dict[K, V]:
+        """The keys set here (new, or replacing the base's value), with their values."""
+        return {k: self._local[k] for k in self._written}
 
     def removed(self) -> list[K]:
         """Keys of the base deleted here."""

@@ -374,7 +374,7 @@ def trace(dp: Datapath, frame: bytes, in_port: str, now: float) -> Trace:
     created: list[FlowView] = []
     for ps in sdp.switch.ports.values():
         for table in (ps.tables.out_flows, ps.tables.in_flows):
-            for f in table.added().values():  # type: ignore[attr-defined]
+            for f in table.written().values():  # type: ignore[attr-defined]
                 if copier.original(f) is None:
                     created.append(flow_view(f, copier, book))
     nic = sdp.backend

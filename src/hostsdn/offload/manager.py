@@ -413,18 +413,18 @@ class OffloadManager:
         evictions and refusals it makes leave this manager unchanged.  O(1) but for the
         eviction heaps (O(entries) for lru / lfu)."""
         m = copy.copy(self)
+        for name, value in vars(self).items():     # every container, also ones added later
+            if isinstance(value, Counter):
+                setattr(m, name, Counter(value))
+            elif isinstance(value, dict):
+                setattr(m, name, CowMap(value, copier))
+            elif isinstance(value, list):
+                setattr(m, name, [copier(x) for x in value])
+            elif isinstance(value, (set, random.Random)):
+                setattr(m, name, copy.copy(value))
         m.backend = backend
         m.offloaded = {d: cast("OrderedDict[int, Flow]", CowMap(t, copier))
                        for d, t in self.offloaded.items()}
-        m._pending = list(self._pending)
-        m._pending_flows = {h: copier(f) for h, f in self._pending_flows.items()}
-        m._nic_last = cast(dict[int, float], CowMap(self._nic_last))
-        m._nic_packets = cast(dict[int, int], CowMap(self._nic_packets))
-        m._rng = copy.copy(self._rng)
-        m.counters = Counter(self.counters)
-        m.refused = Counter(self.refused)
-        m.guest_lists = cast(dict[str, set[Any]], CowMap(self.guest_lists, copier))
-        m._victims = {d: list(h) for d, h in self._victims.items()}
         return m
 
     def offloaded_count(self) -> int:
