@@ -242,8 +242,8 @@ def cachelab(policy: str, trace: str, sizes: str, evictions: str, offload_after:
         try:
             import matplotlib  # noqa: F401  (fail before the long part, not after it)
         except ImportError:
-            raise click.UsageError("the plot needs matplotlib: pip install 'hostsdn[plot]', "
-                                   "or pass --no-plot") from None
+            raise click.UsageError("the plot needs matplotlib (a dependency of hostsdn: "
+                                   "pip install matplotlib), or pass --no-plot") from None
     options = DatapathOptions(nic="simnic", offload_after=offload_after,
                               exception_path=exception_path, guest_flow_list=guest_flow_list,
                               nic_idle=nic_idle, eager_replies=eager_replies,
@@ -389,7 +389,7 @@ def reload(policy: str, timeout: float) -> None:
 
 
 @main.command()
-@click.argument("policy", type=click.Path(dir_okay=False, exists=True))
+@click.argument("policy", type=click.Path(dir_okay=False))
 @click.option("--uplink-ns", default=None, metavar="NAME",
               help="Uplink namespace name, if 'up' was given one (default: the one recorded "
                    "by 'up', else hsdn-uplink).")
@@ -397,15 +397,21 @@ def reload(policy: str, timeout: float) -> None:
               metavar="S", help="Wait this long for the daemon before SIGKILL.")
 def down(policy: str, uplink_ns: str | None, timeout: float) -> None:
     """Stop the 'hostsdn up' of POLICY (via its pidfile) and delete every namespace and
-    interface it creates, by name (also after a crash)."""
+    interface it creates, by name (also after a crash), and print what it removed.  When
+    POLICY cannot be read any more, the names 'up' recorded in its state file are used."""
+    from hostsdn.errors import PolicyError
     from hostsdn.runtime import daemon as d
     from hostsdn.runtime.policyfile import load_policy
 
+    pol = None
     try:
         pol = load_policy(policy)
+    except PolicyError as exc:
+        click.echo(f"hostsdn down: {exc}; using the names 'up' recorded", err=True)
+    try:
         done = d.stop_daemon(pol, policy, uplink_ns=uplink_ns, timeout=timeout)
-    except (HostsdnError, ValueError, KeyError, OSError) as exc:
-        _fail(_one_line(exc))
+    except HostsdnError as exc:
+        _fail(str(exc))
         return
     for line in done:
         click.echo(f"hostsdn down: {line}")

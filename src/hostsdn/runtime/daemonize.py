@@ -20,7 +20,7 @@ from pathlib import Path
 from hostsdn.errors import DaemonError, HostsdnError
 from hostsdn.policy import model as pm
 from hostsdn.runtime import rundir
-from hostsdn.runtime.netns import UPLINK_NS, Topology, plan_from_json
+from hostsdn.runtime.netns import UPLINK_NS, Topology, TopologyPlan, check_tools, plan_from_json
 from hostsdn.runtime.serving import Service, UpOptions, serve
 
 __all__ = ["STOP_TIMEOUT", "start_daemon", "stop_daemon"]
@@ -35,6 +35,7 @@ def start_daemon(policy: pm.Policy, policy_path: str | os.PathLike[str], opts: U
     if os.geteuid() != 0:
         raise DaemonError("hostsdn up needs root (network namespaces, AF_PACKET)")
     rundir.check_not_running(policy_path)
+    check_tools()
     policy_path = Path(policy_path).resolve()
     log = rundir.log_path(policy_path)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -105,37 +106,70 @@ def _read_until_eof(fd: int, timeout: float) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-def stop_daemon(policy: pm.Policy, policy_path: str | os.PathLike[str], *,
+def stop_daemon(policy: pm.Policy | None, policy_path: str | os.PathLike[str], *,
                 uplink_ns: str | None = None, timeout: float = STOP_TIMEOUT) -> list[str]:
     """``hostsdn down``: stop the process of the pidfile (if it runs), then remove every
-    namespace and interface of the policy by name.  Returns what was done."""
+    namespace and interface of the policy by name, and the pidfile and state.  Returns
+    what was done, one line each.
+
+    ``policy`` None (the file cannot be read any more): the names recorded in the state
+    file by ``up`` are used; with no state either, there is nothing to go by
+    (``DaemonError``)."""
     if os.geteuid() != 0:
         raise DaemonError("hostsdn down needs root")
+    check_tools()
     done: list[str] = []
+    state_file = rundir.state_path(policy_path)
     state = rundir.read_state(policy_path)
+    recorded: TopologyPlan | None = None
+    if not state and state_file.exists():
+        done.append(f"ignored the unreadable state file {state_file}")
+    if "plan" in state:
+        try:
+            recorded = plan_from_json(state["plan"])
+        except HostsdnError as exc:
+            done.append(f"ignored the unreadable state file {state_file} ({exc})")
+    if policy is None and recorded is None:
+        raise DaemonError(f"no state of a running 'up' for {policy_path} in "
+                          f"{rundir.run_dir()} and no policy to find the names by")
+    pidfile = rundir.pidfile_path(policy_path)
     pid = rundir.read_pid(policy_path)
     if pid is not None and rundir.alive_hostsdn(pid):
-        os.kill(pid, signal.SIGTERM)
-        if not wait_gone(pid, timeout):
-            os.kill(pid, signal.SIGKILL)
-            wait_gone(pid, 2.0)
-            done.append(f"killed pid {pid} (SIGKILL after {timeout:.0f}s)")
-        else:
-            done.append(f"stopped pid {pid}")
+        done.append(_stop_process(pid, timeout))
+    elif pid is not None:
+        done.append(f"pid {pid} of {pidfile} is not running (a crashed or killed 'up'): "
+                    "cleaning up after it")
+    elif pidfile.exists():
+        done.append(f"{pidfile} holds no pid: ignored")
     ns = uplink_ns or state.get("uplink_ns") or UPLINK_NS
-    topo = Topology(policy, uplink_ns=ns)
-    done.extend(topo.destroy())
-    if "plan" in state:
+    if policy is not None:
+        done.extend(Topology(policy, uplink_ns=ns).destroy())
+    if recorded is not None:
         # the file may have been edited since 'up' (a reload refused for a topology
-        # change, then a crash): the names 'up' recorded go too
-        try:
-            topo.plan = plan_from_json(state["plan"])
-        except HostsdnError:
-            pass
-        else:
-            done.extend(topo.destroy())
+        # change, then a crash), or cannot be read: the names 'up' recorded go too
+        done.extend(Topology.from_plan(recorded).destroy())
+    files = (pidfile, state_file, rundir.reload_path(policy_path),
+             rundir.socket_path(policy_path))
+    removed = [p.name for p in files if p.exists()]
     rundir.remove_state(policy_path)
+    if removed:
+        done.append(f"removed {', '.join(removed)} from {rundir.run_dir()}")
     return done
+
+
+def _stop_process(pid: int, timeout: float) -> str:
+    """SIGTERM, then SIGKILL after ``timeout``; what happened, as one line."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+        if wait_gone(pid, timeout):
+            return f"stopped pid {pid}"
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return f"stopped pid {pid}"
+    except PermissionError as exc:
+        raise DaemonError(f"cannot signal pid {pid}: {exc.strerror}") from None
+    wait_gone(pid, 2.0)
+    return f"killed pid {pid} (SIGKILL after {timeout:.0f}s)"
 
 
 def wait_gone(pid: int, timeout: float) -> bool:

@@ -359,6 +359,20 @@ def _write_sysctl(path: str, value: str) -> None:
         pass
 
 
+def check_tools() -> None:
+    """Raise ``TopologyError`` naming what is missing (pyroute2, ethtool, ip) before
+    anything is created: ``up`` must not fail half-way for a missing program."""
+    try:
+        import pyroute2  # noqa: F401
+    except ImportError as exc:
+        raise TopologyError(f"pyroute2 cannot be imported ({exc}): pip install pyroute2 "
+                            "(a dependency of hostsdn: reinstall with pip install -e .)"
+                            ) from None
+    for tool, package in (("ethtool", "ethtool"), ("ip", "iproute2")):
+        if shutil.which(tool) is None:
+            raise TopologyError(f"{tool} is not installed (apt-get install {package})")
+
+
 def _ethtool(args: Sequence[str], netns: str | None = None) -> None:
     if shutil.which("ethtool") is None:
         raise TopologyError("ethtool is not installed (apt-get install ethtool)")
@@ -382,11 +396,23 @@ class Topology:
     ``destroy()`` deletes by name whatever of the plan exists; safe to call any time.
     """
 
+    policy: pm.Policy | None
+    """None for a topology rebuilt from a recorded plan."""
+
     def __init__(self, policy: pm.Policy, *, uplink_ns: str = UPLINK_NS,
                  remote_ips: Sequence[str] = ()) -> None:
         self.policy = policy
         self.plan = plan_topology(policy, uplink_ns=uplink_ns, remote_ips=remote_ips)
         self._ns_ifindex: dict[str, int] = {}
+
+    @classmethod
+    def from_plan(cls, plan: TopologyPlan) -> Topology:
+        """A topology for a recorded plan (``down`` when the policy file cannot be read)."""
+        topo = cls.__new__(cls)
+        topo.policy = None
+        topo.plan = plan
+        topo._ns_ifindex = {}
+        return topo
 
     # -- queries ----------------------------------------------------------------------
     @property
@@ -429,6 +455,7 @@ class Topology:
     def create(self) -> None:
         if os.geteuid() != 0:
             raise TopologyError("creating namespaces needs root")
+        check_tools()
         from pyroute2 import IPRoute
 
         self.destroy()
@@ -443,19 +470,28 @@ class Topology:
     def destroy(self) -> list[str]:
         """Delete every namespace and host-side interface of the plan (by name); returns
         what was removed."""
-        from pyroute2 import IPRoute, netns
+        check_tools()
+        from pyroute2 import IPRoute, NetlinkError, netns
 
         removed = []
-        with IPRoute() as ipr:
+        doing = "opening netlink"
+        try:
+            with IPRoute() as ipr:
+                for link in self.plan.links:
+                    doing = f"deleting link {link.host_ifname}"
+                    for idx in ipr.link_lookup(ifname=link.host_ifname):
+                        ipr.link("del", index=idx)      # the peer in the namespace goes too
+                        removed.append(f"link {link.host_ifname}")
             for link in self.plan.links:
-                for idx in ipr.link_lookup(ifname=link.host_ifname):
-                    ipr.link("del", index=idx)          # the peer in the namespace goes too
-                    removed.append(f"link {link.host_ifname}")
-        for link in self.plan.links:
-            if netns_exists(link.netns):
-                netns.remove(link.netns)
-                removed.append(f"netns {link.netns}")
-        self._ns_ifindex.clear()
+                doing = f"deleting netns {link.netns}"
+                if netns_exists(link.netns):
+                    netns.remove(link.netns)
+                    removed.append(f"netns {link.netns}")
+        except (NetlinkError, OSError) as exc:
+            done = f" (removed before: {', '.join(removed)})" if removed else ""
+            raise TopologyError(f"{doing} failed: {exc}{done}") from exc
+        finally:
+            self._ns_ifindex.clear()
         return removed
 
     def _create_link(self, ipr: object, link: LinkPlan) -> None:

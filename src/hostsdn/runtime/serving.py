@@ -31,7 +31,7 @@ from hostsdn.runtime import rundir
 from hostsdn.runtime.afpacket import PacketPort
 from hostsdn.runtime.control import ControlChannel
 from hostsdn.runtime.logs import log_event, setup_logging, teardown_logging, up_logger
-from hostsdn.runtime.netns import UPLINK_NS, Topology, TopologyPlan, plan_to_json
+from hostsdn.runtime.netns import UPLINK_NS, Topology, TopologyPlan, check_tools, plan_to_json
 from hostsdn.runtime.reload import Reloader
 from hostsdn.runtime.slowpath import SlowPath
 
@@ -100,6 +100,7 @@ def serve(policy: pm.Policy, policy_path: str | os.PathLike[str], opts: UpOption
     if os.geteuid() != 0:
         raise DaemonError("hostsdn up needs root (network namespaces, AF_PACKET)")
     rundir.check_not_running(policy_path)
+    check_tools()                                   # a missing tool fails before any I/O
     if opts.datapath.nic != "none":
         get_backend_factory(opts.datapath.nic)      # an unknown backend fails before any I/O
     handler = setup_logging(opts.log_format, stream)
