@@ -11,9 +11,10 @@ import random
 import sys
 import time
 
+from hostsdn.direction import Direction
 from hostsdn.packet.key import FRAG_NONE, FlowKey
 from hostsdn.policy.classifier import Classifier, LinearClassifier
-from hostsdn.policy.model import ALLOW, Direction, IpPrefix, Match, Rule
+from hostsdn.policy.model import ALLOW, IpPrefix, Match, Rule
 
 DST_P = float(__import__("os").environ.get("DST_P", "0.8"))
 def rand_prefix(rng):
@@ -44,7 +45,7 @@ def rand_rules(n, seed):
             if rng.random() < 0.1: kw["src_port"] = rand_ports(rng)
         elif rng.random() < 0.3:
             kw["proto"] = frozenset([1])
-        rules.append(Rule("acl", Direction.OUTBOUND, i, rng.randrange(0, 1000), Match(**kw), (ALLOW,)))
+        rules.append(Rule("acl", Direction.OUT, i, rng.randrange(0, 1000), Match(**kw), (ALLOW,)))
     return rules
 
 def rand_keys(rules, n, seed):

@@ -79,7 +79,7 @@ def make_rules(layer: str, n: int, seed: int) -> tuple[pm.Rule, ...]:
             kw["proto"] = frozenset({1})
         # blocks are narrow (one destination host), like "deny this host" entries
         action = pm.BLOCK if dst.prefixlen == 32 and rng.random() < 0.3 else pm.ALLOW
-        rules.append(pm.Rule(layer, pm.Direction.OUTBOUND, i, rng.randrange(0, 1000),
+        rules.append(pm.Rule(layer, pm.Direction.OUT, i, rng.randrange(0, 1000),
                              pm.Match(**kw), (action,)))  # type: ignore[arg-type]
     return tuple(rules)
 

@@ -40,10 +40,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from hostsdn.direction import Direction
 from hostsdn.flows.keys import normalize
 from hostsdn.nic.xdp import libbpf
 from hostsdn.nic.xdp.build import build_object, clang_command
-from hostsdn.nic.xdp.datapath import Direction, XdpDatapath, XdpVerdict
+from hostsdn.nic.xdp.datapath import XdpDatapath, XdpVerdict
 from hostsdn.nic.xdp.layout import PortKind, Reason, encode_action, encode_key
 from hostsdn.packet import (
     NO_VNI,

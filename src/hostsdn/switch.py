@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
+from hostsdn.direction import Direction
 from hostsdn.errors import PacketError
 from hostsdn.flows.conntrack import Side
 from hostsdn.flows.keys import BROADCAST, conn_identity, is_multicast, normalize, reply_key
@@ -33,7 +34,6 @@ from hostsdn.flows.table import (
     FLOOD,
     UPLINK,
     ConnEntry,
-    Direction,
     DropReason,
     Flow,
     LayerConn,

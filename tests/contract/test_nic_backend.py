@@ -10,6 +10,7 @@ import pytest
 
 import hostsdn.nic  # noqa: F401  (registers the backends)
 from frames import DB_MAC, ROUTER_MAC, UPLINK_MAC, VM_GW_MAC, WEB_MAC, tcp
+from hostsdn.direction import Direction
 from hostsdn.errors import NicError
 from hostsdn.flows.keys import normalize
 from hostsdn.flows.meter import MeterTable
@@ -17,7 +18,6 @@ from hostsdn.offload.backend import (
     Capabilities,
     FlowOp,
     NicBackend,
-    NicDirection,
     NicEntry,
     OpKind,
     backend_names,
@@ -46,7 +46,7 @@ def syn_to_internet(sport=40001, flags="A"):
 
 
 def out_entry(frame, t=IDENTITY, **kw) -> NicEntry:
-    return NicEntry(direction=NicDirection.OUT, port="web", key=normalize(flow_key(frame)),
+    return NicEntry(direction=Direction.OUT, port="web", key=normalize(flow_key(frame)),
                     transposition=t, dest="uplink", **kw)
 
 
@@ -68,7 +68,7 @@ def test_add_hit_stats_delete(nic):
                       set_dst_mac=bytes.fromhex("02000000ee01"))
     [r] = nic.operate([FlowOp(OpKind.ADD, 1, out_entry(frame, t))])
     assert r.ok, r.error
-    assert nic.flow_count() == 1 and nic.flow_count(NicDirection.OUT) == 1
+    assert nic.flow_count() == 1 and nic.flow_count(Direction.OUT) == 1
     rx = nic.receive(frame, "web", 2.0)
     assert rx.hit and rx.outputs == [("uplink", apply_transposition(frame, t))]
     assert rx.handles == [1]
@@ -96,7 +96,7 @@ def test_capacity_is_enforced_per_direction(nic):
     ops = [FlowOp(OpKind.ADD, i + 1, out_entry(syn_to_internet(1000 + i))) for i in range(9)]
     results = nic.operate(ops)
     assert [r.ok for r in results] == [True] * 8 + [False]
-    assert nic.flow_count(NicDirection.OUT) == 8 and nic.flow_count(NicDirection.IN) == 0
+    assert nic.flow_count(Direction.OUT) == 8 and nic.flow_count(Direction.IN) == 0
 
 
 def test_drop_entry_and_tcp_flags_go_to_host(nic):
@@ -116,7 +116,7 @@ def test_drop_entry_and_tcp_flags_go_to_host(nic):
 def test_inbound_steering_by_mac_and_by_entry(nic):
     reply = tcp(ROUTER_MAC, UPLINK_MAC, "93.184.216.34", "203.0.113.7", 443, 40001, "A")
     t = Transposition(set_dst_ip=0x0A010004, set_dst_mac=bytes.fromhex("020000000001"))
-    e = NicEntry(direction=NicDirection.IN, port="web", key=normalize(flow_key(reply)),
+    e = NicEntry(direction=Direction.IN, port="web", key=normalize(flow_key(reply)),
                  transposition=t, dest="web")
     nic.operate([FlowOp(OpKind.ADD, 5, e)])
     rx = nic.receive(reply, "uplink", 1.0)
@@ -126,11 +126,11 @@ def test_inbound_steering_by_mac_and_by_entry(nic):
 def test_local_forward_needs_both_entries(nic):
     f = tcp(WEB_MAC, DB_MAC, "10.1.0.4", "10.1.0.6", 40002, 5432, "A")
     k = normalize(flow_key(f))
-    out = NicEntry(direction=NicDirection.OUT, port="web", key=k, transposition=IDENTITY,
+    out = NicEntry(direction=Direction.OUT, port="web", key=k, transposition=IDENTITY,
                    dest="db", next_key=k)
     nic.operate([FlowOp(OpKind.ADD, 1, out)])
     assert not nic.receive(f, "web", 1.0).hit           # db's incoming entry is missing
-    inn = NicEntry(direction=NicDirection.IN, port="db", key=k, transposition=IDENTITY,
+    inn = NicEntry(direction=Direction.IN, port="db", key=k, transposition=IDENTITY,
                    dest="db")
     nic.operate([FlowOp(OpKind.ADD, 2, inn)])
     rx = nic.receive(f, "web", 1.0)

@@ -41,9 +41,10 @@ from xdp_cases import (
     out_flow,
 )
 
+from hostsdn.direction import Direction
 from hostsdn.errors import NicError
 from hostsdn.flows.keys import normalize
-from hostsdn.nic.xdp.datapath import Direction, XdpDatapath, XdpVerdict
+from hostsdn.nic.xdp.datapath import XdpDatapath, XdpVerdict
 from hostsdn.nic.xdp.layout import (
     Reason,
     decode_action,

@@ -6,12 +6,13 @@ from __future__ import annotations
 import pytest
 
 from frames import VM_GW_MAC, WEB_MAC, tcp
+from hostsdn.direction import Direction
 from hostsdn.errors import NicError
 from hostsdn.flows.keys import normalize
 from hostsdn.nic.cachetable import UPLINK
 from hostsdn.nic.xdp import backend as xdp_backend
 from hostsdn.nic.xdp.backend import XdpNic
-from hostsdn.offload.backend import FlowOp, NicDirection, NicEntry, OpKind
+from hostsdn.offload.backend import FlowOp, NicEntry, OpKind
 from hostsdn.packet import flow_key
 from hostsdn.packet.transposition import IDENTITY
 
@@ -33,7 +34,7 @@ def test_live_stats_by_dump_and_by_lookup_agree(example_policy) -> None:
     nic = _xdp_nic(example_policy, 64)
     try:
         ops = [FlowOp(OpKind.ADD, h, NicEntry(
-                   direction=NicDirection.OUT, port="web",
+                   direction=Direction.OUT, port="web",
                    key=normalize(flow_key(_frame(40000 + h))), transposition=IDENTITY,
                    dest=UPLINK))
                for h in range(1, 41)]
@@ -63,7 +64,7 @@ def test_hit_count_keeps_the_hits_of_deleted_entries(example_policy) -> None:
     nic = _xdp_nic(example_policy, 8)
     try:
         before = nic.hit_count()
-        entry = NicEntry(direction=NicDirection.OUT, port="web",
+        entry = NicEntry(direction=Direction.OUT, port="web",
                          key=normalize(flow_key(_frame(41000))), transposition=IDENTITY,
                          dest=UPLINK)
         assert nic.operate([FlowOp(OpKind.ADD, 1, entry)])[0].ok

@@ -12,13 +12,13 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hostsdn.direction import Direction
 from hostsdn.packet.key import FRAG_FIRST, FRAG_LATER, FRAG_NONE, NO_VNI, FlowKey
 from hostsdn.policy.classifier import Classifier, LinearClassifier
 from hostsdn.policy.model import (
     ALLOW,
     IP_WIDTH,
     MAX_VNI,
-    Direction,
     IpPrefix,
     Match,
     PortRange,
@@ -88,7 +88,7 @@ def rule_lists(draw: st.DrawFn, max_size: int = 25) -> list[Rule]:
         # Small priority and index pools: ties on priority, even on (priority, index).
         index = draw(st.sampled_from([position, position, 0, 1]))
         priority = draw(st.integers(0, 4))
-        rules.append(Rule(layer, Direction.OUTBOUND, index, priority, draw(matches), (ALLOW,)))
+        rules.append(Rule(layer, Direction.OUT, index, priority, draw(matches), (ALLOW,)))
     return rules
 
 
@@ -163,7 +163,7 @@ def test_classifier_equals_linear(data: st.DataObject, rules: list[Rule],
 @settings(max_examples=200, deadline=None)
 @given(match=matches, data=st.data())
 def test_single_rule_agrees_with_match(match: Match, data: st.DataObject) -> None:
-    rule = Rule("a", Direction.INBOUND, 0, 0, match, (ALLOW,))
+    rule = Rule("a", Direction.IN, 0, 0, match, (ALLOW,))
     classifier = Classifier([rule])
     for _ in range(10):
         key = data.draw(keys_for([rule]))

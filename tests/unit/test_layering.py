@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "src" / "hostsdn"
-LEVEL = {"errors": 0, "packet": 1, "policy": 2, "flows": 2, "offload": 3, "switch": 4,
+LEVEL = {"errors": 0, "direction": 0, "packet": 1, "policy": 2, "flows": 2, "offload": 3, "switch": 4,
          "nic": 5, "runtime": 6, "api": 7, "cli": 7}
 CORE = ("packet", "policy", "flows", "offload", "switch")
 FORBIDDEN_IN_CORE = {"socket", "time", "os", "subprocess", "select", "asyncio", "threading",

@@ -24,8 +24,9 @@ from frames import (
     udp,
     vxlan_from_remote,
 )
+from hostsdn.direction import Direction
 from hostsdn.nic.datapath import Datapath, DatapathOptions, GuestDriver
-from hostsdn.offload.backend import Feature, NicDirection, NicEntry, required_features
+from hostsdn.offload.backend import Feature, NicEntry, required_features
 from hostsdn.offload.manager import OffloadManager
 from hostsdn.packet import IDENTITY, flow_key
 from hostsdn.switch import UPLINK
@@ -261,7 +262,7 @@ def test_sctp_flows_are_offloaded_only_to_a_nic_with_the_feature():
 
 def test_sctp_needs_the_feature_outer_or_inner():
     sctp_key = flow_key(sctp(WEB_MAC, ROUTER_MAC, WEB, INTERNET, 1, 2))
-    entry = NicEntry(NicDirection.OUT, "web", sctp_key, IDENTITY)
+    entry = NicEntry(Direction.OUT, "web", sctp_key, IDENTITY)
     assert Feature.SCTP in required_features(entry)
     tcp_key = flow_key(tcp(WEB_MAC, ROUTER_MAC, WEB, INTERNET, 1, 2))
     assert Feature.SCTP not in required_features(replace(entry, key=tcp_key))

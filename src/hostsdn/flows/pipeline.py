@@ -14,11 +14,12 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+from hostsdn.direction import Direction
 from hostsdn.flows.conntrack import Side
 from hostsdn.flows.keys import VXLAN_PORT, conn_identity, key_delta, normalize, reply_key
 from hostsdn.flows.meter import MeterTable
 from hostsdn.flows.nat import SnatAllocator
-from hostsdn.flows.table import ConnEntry, Direction, DropReason, LayerConn, PortTables
+from hostsdn.flows.table import ConnEntry, DropReason, LayerConn, PortTables
 from hostsdn.packet import build_vxlan_template
 from hostsdn.packet.key import FRAG_LATER, NO_VNI, FlowKey
 from hostsdn.packet.transposition import IDENTITY, Transposition

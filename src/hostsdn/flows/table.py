@@ -5,15 +5,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from hostsdn.direction import Direction
 from hostsdn.flows.conntrack import DROP_FLOW_TIMEOUT, Connection, Side
 from hostsdn.flows.keys import KeyDelta
 from hostsdn.packet.key import FlowKey
 from hostsdn.packet.transposition import Transposition
-
-
-class Direction(enum.Enum):
-    OUT = "out"   # sent by the VM (outgoing rule set / flow table)
-    IN = "in"     # towards the VM (incoming rule set / flow table)
 
 
 class DropReason(enum.Enum):

@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from hostsdn.flows.overlay import CowMap
+from hostsdn.direction import Direction
 from hostsdn.offload.backend import (
     Capabilities,
     FlowOp,
     FlowStats,
-    NicDirection,
     NicEntry,
     OpKind,
     OpResult,
@@ -58,15 +58,15 @@ class CacheTable:
 
     @staticmethod
     def index_key(entry: NicEntry) -> Any:
-        return (entry.port, entry.key) if entry.direction is NicDirection.OUT else entry.key
+        return (entry.port, entry.key) if entry.direction is Direction.OUT else entry.key
 
-    def index(self, d: NicDirection) -> dict[Any, int]:
-        return self.out if d is NicDirection.OUT else self.in_
+    def index(self, d: Direction) -> dict[Any, int]:
+        return self.out if d is Direction.OUT else self.in_
 
-    def capacity(self, d: NicDirection) -> int:
-        return self.caps.out_capacity if d is NicDirection.OUT else self.caps.in_capacity
+    def capacity(self, d: Direction) -> int:
+        return self.caps.out_capacity if d is Direction.OUT else self.caps.in_capacity
 
-    def refuse(self, op: FlowOp, pending: Counter[NicDirection] | None = None,
+    def refuse(self, op: FlowOp, pending: Counter[Direction] | None = None,
                staged: set[Any] | None = None) -> OpResult | None:
         """Why ``op`` cannot be applied (an error result), or None.  ``pending`` and
         ``staged`` account for ADDs accepted earlier in the same batch."""
@@ -129,7 +129,7 @@ class CacheTable:
         return {h: FlowStats(s.packets, s.bytes, s.last_used)
                 for h in hs if (s := self.stats.get(h)) is not None}
 
-    def count(self, direction: NicDirection | None = None) -> int:
+    def count(self, direction: Direction | None = None) -> int:
         return len(self.entries) if direction is None else len(self.index(direction))
 
     def clear(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from hostsdn.direction import Direction
 from hostsdn.errors import PacketError
 from hostsdn.flows.keys import is_multicast, normalize
 from hostsdn.flows.meter import MeterTable
@@ -24,7 +25,6 @@ from hostsdn.offload.backend import (
     Feature,
     FlowOp,
     FlowStats,
-    NicDirection,
     NicEntry,
     NicRx,
     OpKind,
@@ -91,7 +91,7 @@ class SimNic:
     def dump_flows(self) -> dict[int, NicEntry]:
         return dict(self.table.entries)
 
-    def flow_count(self, direction: NicDirection | None = None) -> int:
+    def flow_count(self, direction: Direction | None = None) -> int:
         return self.table.count(direction)
 
     def flush(self) -> None:
@@ -120,7 +120,7 @@ class SimNic:
             t = entry.transposition
             frame = frame if t.is_identity else apply_transposition(frame, t)
         last = entries[-1]
-        rx.outputs.append((last.dest if last.direction is NicDirection.OUT else last.port,
+        rx.outputs.append((last.dest if last.direction is Direction.OUT else last.port,
                            frame))
         return rx
 

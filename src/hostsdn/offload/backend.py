@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from hostsdn.direction import Direction
 from hostsdn.packet.key import FlowKey
 from hostsdn.packet.transposition import Transposition
 
@@ -23,11 +24,6 @@ class OpKind(enum.Enum):
     ADD = "add"
     MODIFY = "modify"
     DELETE = "delete"
-
-
-class NicDirection(enum.Enum):
-    OUT = "out"
-    IN = "in"
 
 
 class Feature(enum.Enum):
@@ -69,7 +65,7 @@ class Capabilities:
 class NicEntry:
     """The flat flow the NIC stores: exact match + composed actions + where it goes."""
 
-    direction: NicDirection
+    direction: Direction
     port: str
     key: FlowKey
     transposition: Transposition
@@ -127,7 +123,7 @@ class NicBackend(Protocol):
     def operate(self, ops: Sequence[FlowOp]) -> list[OpResult]: ...
     def flow_stats(self, handles: Iterable[int] | None = None) -> dict[int, FlowStats]: ...
     def dump_flows(self) -> dict[int, NicEntry]: ...
-    def flow_count(self, direction: NicDirection | None = None) -> int: ...
+    def flow_count(self, direction: Direction | None = None) -> int: ...
     def flush(self) -> None: ...
     def receive(self, frame: bytes, in_port: str, now: float) -> NicRx: ...
     def close(self) -> None: ...

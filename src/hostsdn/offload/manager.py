@@ -33,13 +33,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from hostsdn.direction import Direction
 from hostsdn.flows.conntrack import Side, TcpState
 from hostsdn.flows.keys import is_multicast
 from hostsdn.flows.overlay import CowMap, Shadow
 from hostsdn.flows.table import (
     FLOOD,
     ConnEntry,
-    Direction,
     Flow,
     OffloadReason,
     OffloadState,
@@ -48,11 +48,11 @@ from hostsdn.offload.backend import (
     Feature,
     FlowOp,
     NicBackend,
-    NicDirection,
     NicEntry,
     OpKind,
     required_features,
 )
+from hostsdn.packet.key import FlowKey
 
 EVICTION_POLICIES = ("lru", "lfu", "fifo", "random", "none")
 _FINAL = (OffloadReason.BACKEND_ERROR, OffloadReason.UNSUPPORTED_MATCH,
@@ -83,10 +83,6 @@ def _tcp_live(flow: Flow) -> bool:
     return conn.proto == 6 and not conn.drop_only and not flow.is_drop
 
 
-def nic_direction(d: Direction) -> NicDirection:
-    return NicDirection.OUT if d is Direction.OUT else NicDirection.IN
-
-
 class OffloadManager:
     """Implements the Switch's FlowObserver; owns the NIC's view of the flow tables."""
 
@@ -95,10 +91,10 @@ class OffloadManager:
         self.config = config or OffloadConfig()
         caps = backend.capabilities() if backend is not None else None
         self.features = caps.features if caps is not None else frozenset()
-        self.capacity = {NicDirection.OUT: caps.out_capacity if caps else 0,
-                         NicDirection.IN: caps.in_capacity if caps else 0}
-        self.offloaded: dict[NicDirection, OrderedDict[int, Flow]] = {
-            NicDirection.OUT: OrderedDict(), NicDirection.IN: OrderedDict()}
+        self.capacity = {Direction.OUT: caps.out_capacity if caps else 0,
+                         Direction.IN: caps.in_capacity if caps else 0}
+        self.offloaded: dict[Direction, OrderedDict[int, Flow]] = {
+            Direction.OUT: OrderedDict(), Direction.IN: OrderedDict()}
         self._pending: list[FlowOp] = []
         self._pending_flows: dict[int, Flow] = {}
         self._next_handle = 1
@@ -110,8 +106,8 @@ class OffloadManager:
         self.refused: Counter[str] = Counter()
         self.guest_lists: dict[str, set[Any]] = {}
         self._next_age: float | None = None
-        self._victims: dict[NicDirection, list[tuple[float, int]]] = {
-            NicDirection.OUT: [], NicDirection.IN: []}
+        self._victims: dict[Direction, list[tuple[float, int]]] = {
+            Direction.OUT: [], Direction.IN: []}
 
     # -- FlowObserver ------------------------------------------------------------------
     def flow_added(self, flow: Flow, now: float) -> None:
@@ -201,7 +197,7 @@ class OffloadManager:
         if flow.direction is Direction.OUT and flow.dest not in ("uplink", FLOOD) \
                 and flow.dest != flow.port:
             next_key = flow.final_key
-        return NicEntry(direction=nic_direction(flow.direction), port=flow.port, key=flow.key,
+        return NicEntry(direction=flow.direction, port=flow.port, key=flow.key,
                         transposition=flow.transposition, drop=flow.is_drop,
                         drop_reason=flow.drop_reason.value if flow.drop_reason else "",
                         meters=flow.meters, dest=flow.dest, next_key=next_key,
@@ -227,14 +223,14 @@ class OffloadManager:
             heapq.heappush(self._victims[entry.direction], (self._rank(flow), handle))
         self._pending.append(FlowOp(OpKind.ADD, handle, entry))
         self._pending_flows[handle] = flow
-        if entry.direction is NicDirection.OUT:
+        if entry.direction is Direction.OUT:
             self.guest_lists.setdefault(flow.port, set()).add(flow.key)
 
     def _unoffload(self, flow: Flow, reason: OffloadReason) -> None:
         if flow.offload_state is not OffloadState.OFFLOADED:
             return
         handle = flow.nic_handle
-        d = nic_direction(flow.direction)
+        d = flow.direction
         self.offloaded[d].pop(handle, None)
         self._nic_last.pop(handle, None)
         self._nic_packets.pop(handle, None)
@@ -244,12 +240,12 @@ class OffloadManager:
         flow.offload_reason = reason
         flow.nic_handle = 0
         self.counters[f"removed_{reason.value}"] += 1
-        if d is NicDirection.OUT:
+        if d is Direction.OUT:
             gl = self.guest_lists.get(flow.port)
             if gl is not None:
                 gl.discard(flow.key)
 
-    def _pick_victim(self, d: NicDirection, now: float) -> Flow:
+    def _pick_victim(self, d: Direction, now: float) -> Flow:
         table = self.offloaded[d]
         policy = self.config.eviction
         if policy == "fifo":
@@ -286,7 +282,7 @@ class OffloadManager:
             return flow.packets + self._nic_packets.get(h, 0)
         return max(flow.last_used, self._nic_last.get(h, 0.0))
 
-    def _rebuild_victims(self, d: NicDirection) -> None:
+    def _rebuild_victims(self, d: Direction) -> None:
         heap = [(self._rank(f), h) for h, f in self.offloaded[d].items()]
         heapq.heapify(heap)
         self._victims[d] = heap
@@ -317,8 +313,8 @@ class OffloadManager:
 
     def flow_of(self, handle: int) -> Flow | None:
         """The host flow behind NIC entry ``handle`` (None: not offloaded)."""
-        return self.offloaded[NicDirection.OUT].get(handle) or \
-            self.offloaded[NicDirection.IN].get(handle)
+        return self.offloaded[Direction.OUT].get(handle) or \
+            self.offloaded[Direction.IN].get(handle)
 
     def age(self, now: float) -> None:
         """Freshness policy: remove NIC entries idle for ``nic_idle`` seconds."""
@@ -350,7 +346,7 @@ class OffloadManager:
                 continue
             flow = flows.get(result.handle)
             if flow is not None and flow.nic_handle == result.handle:
-                d = nic_direction(flow.direction)
+                d = flow.direction
                 self.offloaded[d].pop(result.handle, None)
                 reason = (OffloadReason.UNSUPPORTED_MATCH
                           if result.error.startswith("unsupported")

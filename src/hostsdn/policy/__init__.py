@@ -6,6 +6,7 @@
   rule in the file; ``LinearClassifier`` is the brute-force reference.
 """
 
+from hostsdn.direction import Direction
 from hostsdn.policy.classifier import Classifier, ClassifierStats, LinearClassifier
 from hostsdn.policy.loader import load_policy_text, parse_match
 from hostsdn.policy.model import (
@@ -14,7 +15,6 @@ from hostsdn.policy.model import (
     Block,
     Decap,
     DefaultAction,
-    Direction,
     Dnat,
     Encap,
     EncapKind,

@@ -76,6 +76,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from hostsdn.direction import Direction
 from hostsdn.errors import PolicyError
 from hostsdn.policy.model import (
     ALLOW,
@@ -88,7 +89,6 @@ from hostsdn.policy.model import (
     MAX_VNI,
     Action,
     DefaultAction,
-    Direction,
     Dnat,
     Encap,
     EncapKind,
@@ -1003,11 +1003,11 @@ class _Builder:
     # --------------------------------------------------------------- structure
 
     def layer(self, spec: _LayerSpec, i: int) -> Layer:
-        lists: dict[Direction, list[Rule]] = {Direction.OUTBOUND: [], Direction.INBOUND: []}
-        for direction, specs in ((Direction.OUTBOUND, spec.outbound),
-                                 (Direction.INBOUND, spec.inbound)):
+        lists: dict[Direction, list[Rule]] = {Direction.OUT: [], Direction.IN: []}
+        for direction, specs in ((Direction.OUT, spec.outbound),
+                                 (Direction.IN, spec.inbound)):
             for j, rule in enumerate(specs):
-                loc: Loc = ("layers", i, direction.value, j)
+                loc: Loc = ("layers", i, direction.policy_key, j)
                 try:
                     match = self.match(rule.match, (*loc, "match"))
                     actions = self.actions(rule.action, match, (*loc, "action"))
@@ -1016,7 +1016,7 @@ class _Builder:
                 lists[direction].append(Rule(spec.name, direction, j, rule.priority, match,
                                              actions, self.line(loc)))
         return Layer(spec.name, spec.stateful, spec.default,
-                     tuple(lists[Direction.OUTBOUND]), tuple(lists[Direction.INBOUND]),
+                     tuple(lists[Direction.OUT]), tuple(lists[Direction.IN]),
                      self.line(("layers", i)))
 
     def mappings(self, spec: Mapping[str, Mapping[str, _MappingEntrySpec]],

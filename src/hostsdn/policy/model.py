@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TypeAlias
 
+from hostsdn.direction import Direction
 from hostsdn.packet.key import NO_VNI, FlowKey
 
 IP_WIDTH = {4: 32, 6: 128}
@@ -34,13 +35,6 @@ MAX_VNI = (1 << 24) - 1
 MAX_DSCP = 63
 MAX_VID = 4095
 MAX_PRIORITY = 0xFFFF
-
-
-class Direction(StrEnum):
-    """Which rule list of a layer applies: traffic leaving the VM or coming to it."""
-
-    OUTBOUND = "outbound"
-    INBOUND = "inbound"
 
 
 class DefaultAction(StrEnum):
@@ -339,7 +333,7 @@ class Rule:
     @property
     def id(self) -> str:
         """Stable identifier: ``"<layer>/<direction>/<index>"``, e.g. ``"acl/outbound/0"``."""
-        return f"{self.layer}/{self.direction.value}/{self.index}"
+        return f"{self.layer}/{self.direction.policy_key}/{self.index}"
 
     @property
     def blocks(self) -> bool:
@@ -366,7 +360,7 @@ class Layer:
 
     def rules(self, direction: Direction) -> tuple[Rule, ...]:
         """The rule list of ``direction``."""
-        return self.outbound if direction is Direction.OUTBOUND else self.inbound
+        return self.outbound if direction is Direction.OUT else self.inbound
 
 
 @dataclass(frozen=True, slots=True)

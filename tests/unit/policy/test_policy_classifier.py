@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 import hostsdn.policy.classifier as classifier_module
+from hostsdn.direction import Direction
 from hostsdn.packet.key import FRAG_FIRST, FRAG_LATER, FRAG_NONE, NO_VNI, FlowKey
 from hostsdn.policy.classifier import Classifier, LinearClassifier, port_range_blocks
 from hostsdn.policy.loader import parse_match
-from hostsdn.policy.model import ALLOW, Direction, IpPrefix, Match, Rule
+from hostsdn.policy.model import ALLOW, IpPrefix, Match, Rule
 
 Lookup = Callable[[FlowKey], Rule | None]
 
@@ -42,7 +43,7 @@ V6 = key(ethertype=0x86DD, ip_version=6, src_ip=0xFD00 << 112 | 1, dst_ip=0xFD00
 
 
 def rule(index: int, priority: int, layer: str = "acl", **match: Any) -> Rule:
-    return Rule(layer, Direction.OUTBOUND, index, priority, parse_match(match), (ALLOW,))
+    return Rule(layer, Direction.OUT, index, priority, parse_match(match), (ALLOW,))
 
 
 def build(kind: str, rules: Sequence[Rule]) -> Lookup:
@@ -157,7 +158,7 @@ def test_mixed_version_lists(make: Callable[[Sequence[Rule]], Lookup]) -> None:
 
 def test_contradictory_versions_never_match(make: Callable[[Sequence[Rule]], Lookup]) -> None:
     # The loader rejects this; a Match built directly still behaves.
-    never = Rule("x", Direction.OUTBOUND, 0, 1,
+    never = Rule("x", Direction.OUT, 0, 1,
                  Match(src_ip=(IpPrefix(4, 0, 0),), dst_ip=(IpPrefix(6, 0, 0),)), (ALLOW,))
     lookup = make([never])
     assert lookup(key()) is None

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from hostsdn.direction import Direction
 from hostsdn.errors import PolicyError
 from hostsdn.policy.loader import load_policy_text, parse_match
 from hostsdn.policy.model import (
     ALLOW,
     DECAP,
     DefaultAction,
-    Direction,
     Dnat,
     Encap,
     EncapKind,
@@ -76,7 +76,7 @@ def test_example_layers_and_rules() -> None:
     (rule,) = acl.outbound
     assert rule.id == "acl/outbound/0"
     assert (rule.layer, rule.direction, rule.index, rule.priority, rule.line) == (
-        "acl", Direction.OUTBOUND, 0, 100, 13)
+        "acl", Direction.OUT, 0, 100, 13)
     assert rule.match == Match(proto=frozenset({6}), dst_port=((80, 443),))
     assert rule.actions == (ALLOW,)
 
@@ -94,7 +94,7 @@ def test_example_layers_and_rules() -> None:
     assert vnet.outbound[0].actions[0] == Encap("vxlan", 5001, "vnet1")  # type: ignore[arg-type]
     assert vnet.inbound[0].match == Match(vni=frozenset({5001}))
     assert vnet.inbound[0].actions == (DECAP,)
-    assert vnet.rules(Direction.INBOUND) == vnet.inbound
+    assert vnet.rules(Direction.IN) == vnet.inbound
 
 
 def test_example_mappings() -> None:

@@ -6,12 +6,12 @@ import dataclasses
 
 import pytest
 
+from hostsdn.direction import Direction
 from hostsdn.packet.key import FRAG_LATER, FRAG_NONE, NO_VNI, FlowKey
 from hostsdn.policy.model import (
     ALLOW,
     BLOCK,
     MATCH_ALL,
-    Direction,
     IpInterface,
     IpPrefix,
     Match,
@@ -29,7 +29,7 @@ KEY = FlowKey(vlans=(), src_mac=b"\x02" + bytes(5), dst_mac=b"\x04" + bytes(5),
 
 
 def test_rule_id_and_blocks() -> None:
-    rule = Rule("acl", Direction.INBOUND, 3, 10, MATCH_ALL, (Meter(5.0, 3.0, MeterUnit.PPS),
+    rule = Rule("acl", Direction.IN, 3, 10, MATCH_ALL, (Meter(5.0, 3.0, MeterUnit.PPS),
                                                               BLOCK))
     assert rule.id == "acl/inbound/3"
     assert rule.blocks
@@ -37,7 +37,7 @@ def test_rule_id_and_blocks() -> None:
 
 
 def test_values_are_frozen_and_hashable() -> None:
-    rule = Rule("acl", Direction.OUTBOUND, 0, 1, Match(proto=frozenset({6})), (ALLOW,))
+    rule = Rule("acl", Direction.OUT, 0, 1, Match(proto=frozenset({6})), (ALLOW,))
     with pytest.raises(dataclasses.FrozenInstanceError):
         rule.priority = 2  # type: ignore[misc]
     assert hash(rule) == hash(dataclasses.replace(rule))

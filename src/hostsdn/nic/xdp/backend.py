@@ -29,11 +29,12 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from hostsdn.direction import Direction
 from hostsdn.errors import NicError, PacketError
 from hostsdn.flows.keys import normalize
 from hostsdn.flows.meter import MeterTable
 from hostsdn.nic.cachetable import UPLINK, CacheTable, count_miss
-from hostsdn.nic.xdp.datapath import Direction, XdpDatapath, XdpVerdict
+from hostsdn.nic.xdp.datapath import XdpDatapath, XdpVerdict
 from hostsdn.nic.xdp.layout import FlowCounters, PortKind, encode_action, unsupported_reason
 from hostsdn.offload.backend import (
     ALL_FEATURES,
@@ -41,7 +42,6 @@ from hostsdn.offload.backend import (
     Feature,
     FlowOp,
     FlowStats,
-    NicDirection,
     NicEntry,
     NicRx,
     OpKind,
@@ -166,7 +166,7 @@ class XdpNic:
         why = unsupported_reason(e.key)
         if why:
             raise NicError(f"unsupported: {why}")
-        dest = None if e.drop else self._port_ids.get(e.dest if e.direction is NicDirection.OUT
+        dest = None if e.drop else self._port_ids.get(e.dest if e.direction is Direction.OUT
                                                       else e.port)
         if not e.drop and dest is None:
             raise NicError(f"unknown destination {e.dest!r}")
@@ -180,7 +180,7 @@ class XdpNic:
         results: list[OpResult | None] = [None] * len(ops)
         adds: list[tuple[int, FlowOp, tuple[Direction, int | None, FlowKey, bytes]]] = []
         dels: list[tuple[int, FlowOp, tuple[Direction, int | None, FlowKey]]] = []
-        pending: Counter[NicDirection] = Counter()
+        pending: Counter[Direction] = Counter()
         staged: set[Any] = set()
         for i, op in enumerate(ops):
             refused = self.table.refuse(op, pending, staged)
@@ -220,7 +220,7 @@ class XdpNic:
                 for r, op in zip(results, ops)]
 
     def _map_op(self, e: NicEntry) -> tuple[Direction, int | None, FlowKey]:
-        if e.direction is NicDirection.OUT:
+        if e.direction is Direction.OUT:
             return Direction.OUT, self._port_ids[e.port], e.key
         return Direction.IN, None, e.key
 
@@ -266,7 +266,7 @@ class XdpNic:
     def dump_flows(self) -> dict[int, NicEntry]:
         return dict(self.table.entries)
 
-    def flow_count(self, direction: NicDirection | None = None) -> int:
+    def flow_count(self, direction: Direction | None = None) -> int:
         return self.table.count(direction)
 
     def flush(self) -> None:

@@ -24,10 +24,11 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import IntEnum, StrEnum
+from enum import IntEnum
 from pathlib import Path
 from typing import Self
 
+from hostsdn.direction import Direction
 from hostsdn.errors import NicError
 from hostsdn.packet.key import FlowKey
 
@@ -77,13 +78,6 @@ BATCH_CHUNK = 65536
 """Flow operations per batch system call group (bounds the buffers)."""
 ENCAP_HEADROOM = 256
 """Extra room in test_run's output buffer (an encap grows the frame by 50 bytes)."""
-
-
-class Direction(StrEnum):
-    """Which flow map: ``out`` (keyed by VM port + key) or ``in`` (keyed by key)."""
-
-    OUT = "out"
-    IN = "in"
 
 
 class XdpVerdict(IntEnum):
