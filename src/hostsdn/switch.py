@@ -42,6 +42,7 @@ from hostsdn.flows.table import (
     Traffic,
 )
 from hostsdn.packet import apply_transposition, flow_key
+from hostsdn.packet.constants import IPPROTO_TCP
 from hostsdn.packet.key import FRAG_LATER, FlowKey
 from hostsdn.packet.tcpflags import innermost_tcp_flags
 from hostsdn.policy import model as pm
@@ -357,7 +358,7 @@ class Switch:
         flow.bytes += len(frame)
         flow.last_used = now
         conn = flow.conn
-        flags = innermost_tcp_flags(frame) if conn.proto == 6 else None
+        flags = innermost_tcp_flags(frame) if conn.proto == IPPROTO_TCP else None
         conn.observe(flow.side, flags, now)
         if self.observer is not None and host:
             self.observer.flow_hit(flow, now)

@@ -1,4 +1,6 @@
-"""Key algebra used by the slow path: reply keys, tunnel normalisation, DSCP carrying.
+"""Key algebra used by the slow path: tunnel normalisation, connection identity, deltas.
+
+``reply_key`` is ``hostsdn.packet.key.reply_key`` (re-exported here).
 
 The outer UDP source port of a VXLAN frame is per-flow entropy chosen by the sender, so
 it is not part of a tunnel frame's identity: keys of tunnel frames are normalised to
@@ -9,46 +11,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hostsdn.packet.key import NO_VNI, FlowKey
+from hostsdn.packet.constants import IPPROTO_UDP
+from hostsdn.packet.key import NO_VNI, FlowKey, reply_key
 
 _new_key = tuple.__new__
+__all__ = ["BROADCAST", "NO_DELTA", "KeyDelta", "conn_identity", "is_multicast", "key_delta",
+           "normalize", "reply_key"]
 
-VXLAN_PORT = 4789
-UDP = 17
-ICMP_REPLY_TYPE = {8: 0, 0: 8, 128: 129, 129: 128}
 BROADCAST = b"\xff" * 6
 
 
 def normalize(key: FlowKey) -> FlowKey:
     """Drop the entropy from a tunnel key (outer UDP source port)."""
-    if key.vni != NO_VNI and key.proto == UDP and key.src_port:
+    if key.vni != NO_VNI and key.proto == IPPROTO_UDP and key.src_port:
         return key._replace(src_port=0)
     return key
-
-
-def _reply_plain(k: FlowKey) -> FlowKey:
-    # Built directly rather than with ``_replace`` (a dict of keywords and a map per call):
-    # every flow setup computes several reply keys.
-    vlans, src_mac, dst_mac, ethertype, version, src_ip, dst_ip, proto, dscp, sp, dp, frag, \
-        vni, inner = k
-    if proto == 1 or proto == 58:
-        reply_type = ICMP_REPLY_TYPE.get(dp >> 8)
-        if reply_type is not None:
-            dp = (reply_type << 8) | (dp & 0xFF)
-    else:
-        sp, dp = dp, sp
-    return _new_key(FlowKey, (vlans, dst_mac, src_mac, ethertype, version, dst_ip, src_ip, proto,
-                              dscp, sp, dp, frag, vni, inner))
-
-
-def reply_key(key: FlowKey) -> FlowKey:
-    """The key a reply to ``key`` carries (tunnel replies: both headers reversed)."""
-    if key.inner is not None:
-        outer = _reply_plain(key)
-        if key.proto == UDP:
-            outer = outer._replace(src_port=0, dst_port=VXLAN_PORT)
-        return outer._replace(inner=_reply_plain(key.inner))
-    return _reply_plain(key)
 
 
 _ZERO_MAC = b"\x00" * 6

@@ -16,11 +16,21 @@ from dataclasses import dataclass, field
 
 from hostsdn.direction import Direction
 from hostsdn.flows.conntrack import Side
-from hostsdn.flows.keys import VXLAN_PORT, conn_identity, key_delta, normalize, reply_key
+from hostsdn.flows.keys import conn_identity, key_delta, normalize, reply_key
 from hostsdn.flows.meter import MeterTable
 from hostsdn.flows.nat import SnatAllocator
 from hostsdn.flows.table import ConnEntry, DropReason, LayerConn, PortTables
 from hostsdn.packet import build_vxlan_template
+from hostsdn.packet.constants import (
+    ETH_P_IPV4,
+    ETH_P_IPV6,
+    ICMP_ECHO_REQUEST,
+    ICMP_PROTOCOLS,
+    ICMPV6_ECHO_REQUEST,
+    IPPROTO_UDP,
+    PORT_PROTOCOLS,
+    VXLAN_PORT,
+)
 from hostsdn.packet.key import FRAG_LATER, NO_VNI, FlowKey
 from hostsdn.packet.transposition import IDENTITY, Transposition
 from hostsdn.policy import model as pm
@@ -29,8 +39,8 @@ from hostsdn.policy.classifier import Classifier
 _REWRITABLE = tuple(("set_" + name, FlowKey._fields.index(name)) for name in (
     "src_mac", "dst_mac", "src_ip", "dst_ip", "src_port", "dst_port", "dscp"))
 """(Transposition field, position of the FlowKey field it rewrites)."""
-ETH_IPV4, ETH_IPV6 = 0x0800, 0x86DD
 _ALLOW_ONLY = (pm.ALLOW,)
+_ECHO_REQUESTS = (ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST)
 _CONN_LABELS = tuple(f":conn-{side.name.lower()}" for side in Side)
 """Verdict label suffix of a connection entry, indexed by its side."""
 
@@ -154,8 +164,9 @@ class Walker:
         inner = key._replace(dst_mac=entry.mac, vni=NO_VNI, inner=None)
         res.pushed = True
         return FlowKey(vlans=(), src_mac=up.mac, dst_mac=up.gateway_mac,
-                       ethertype=ETH_IPV4 if entry.pa_version == 4 else ETH_IPV6,
-                       ip_version=entry.pa_version, src_ip=up.ip, dst_ip=entry.pa, proto=17,
+                       ethertype=ETH_P_IPV4 if entry.pa_version == 4 else ETH_P_IPV6,
+                       ip_version=entry.pa_version, src_ip=up.ip, dst_ip=entry.pa,
+                       proto=IPPROTO_UDP,
                        dscp=0, src_port=entropy_port(inner), dst_port=VXLAN_PORT, frag=0,
                        vni=action.vni, inner=inner)
 
@@ -168,7 +179,7 @@ class Walker:
             new = new._replace(src_mac=up.mac, dst_mac=up.gateway_mac)
         if _has_nat_port(key):
             # ICMP echo identifiers are not ports: any value goes (like Linux)
-            lo, hi = (a.port_lo, a.port_hi) if key.proto in (6, 17, 132) else (0, 65535)
+            lo, hi = (a.port_lo, a.port_hi) if key.proto in PORT_PROTOCOLS else (0, 65535)
             port = self.snat.allocate(proto=key.proto, ip_version=key.ip_version, nat_ip=a.ip,
                                       remote_ip=key.dst_ip, remote_port=_remote_port(key),
                                       wanted_port=key.src_port, lo=lo, hi=hi)
@@ -309,13 +320,13 @@ def meter_configs(policy: pm.Policy) -> dict[str, tuple[float, float, bool]]:
 def _has_nat_port(key: FlowKey) -> bool:
     if key.frag == FRAG_LATER:
         return False
-    if key.proto in (6, 17, 132):
+    if key.proto in PORT_PROTOCOLS:
         return True
-    return key.proto in (1, 58) and (key.dst_port >> 8) in (8, 128)
+    return key.proto in ICMP_PROTOCOLS and (key.dst_port >> 8) in _ECHO_REQUESTS
 
 
 def _remote_port(key: FlowKey) -> int:
-    return key.dst_port if key.proto in (6, 17, 132) else 0
+    return key.dst_port if key.proto in PORT_PROTOCOLS else 0
 
 
 def register(tables: PortTables, res: WalkResult, conn: ConnEntry, generation: int) -> None:

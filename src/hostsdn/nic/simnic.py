@@ -31,6 +31,7 @@ from hostsdn.offload.backend import (
     OpResult,
 )
 from hostsdn.packet import apply_transposition, flow_key
+from hostsdn.packet.constants import IPPROTO_TCP
 from hostsdn.packet.key import FlowKey
 from hostsdn.packet.tcpflags import innermost_tcp_flags
 from hostsdn.policy import model as pm
@@ -177,5 +178,5 @@ class SimNic:
 
 
 def key_is_tcp(key: FlowKey) -> bool:
-    return key.proto == 6 or (key.inner is not None and key.inner.proto == 6)
+    return key.proto == IPPROTO_TCP or (key.inner is not None and key.inner.proto == IPPROTO_TCP)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from hostsdn.direction import Direction
+from hostsdn.packet.constants import IPPROTO_GRE, IPPROTO_SCTP
 from hostsdn.packet.key import FlowKey
 from hostsdn.packet.transposition import Transposition
 
@@ -157,9 +158,9 @@ def required_features(entry: NicEntry, *, uplink_ports: Iterable[str] = ()) -> s
             need.add(Feature.VLAN if len(kk.vlans) == 1 else Feature.MULTI_VLAN)
         if kk.frag:
             need.add(Feature.IP_FRAGMENTS)
-        if kk.proto == 132:
+        if kk.proto == IPPROTO_SCTP:
             need.add(Feature.SCTP)
-    if k.inner is not None and k.proto == 47:
+    if k.inner is not None and k.proto == IPPROTO_GRE:
         need.add(Feature.NVGRE)
     if entry.next_key is not None:
         need.add(Feature.LOCAL_FORWARD)

@@ -52,6 +52,7 @@ from hostsdn.offload.backend import (
     OpKind,
     required_features,
 )
+from hostsdn.packet.constants import IPPROTO_TCP
 from hostsdn.packet.key import FlowKey
 
 EVICTION_POLICIES = ("lru", "lfu", "fifo", "random", "none")
@@ -80,7 +81,7 @@ class OffloadConfig:
 def _tcp_live(flow: Flow) -> bool:
     """A forwarded TCP flow: its connection state changes on its packets' flags."""
     conn = flow.conn
-    return conn.proto == 6 and not conn.drop_only and not flow.is_drop
+    return conn.proto == IPPROTO_TCP and not conn.drop_only and not flow.is_drop
 
 
 class OffloadManager:

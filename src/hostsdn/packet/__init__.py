@@ -1,7 +1,7 @@
 """Sans-IO packet codec: bytes <-> header dataclasses, checksums, flow keys.
 
 * ``parse_frame`` / ``build_frame`` - the complete, slow path (frozen dataclasses).
-* ``flow_key`` / ``reply_key`` - the per-packet fast path (``fastpath``).
+* ``flow_key`` - the per-packet fast path (``fastpath``); ``reply_key`` (``key``).
 * ``apply_transposition`` - decap, incremental-checksum rewrites, encap (``rewrite``).
 * ``internet_checksum``, ``csum_replace16/32/_bytes`` - the checksum contract;
   ``crc32c`` / ``sctp_checksum`` - SCTP's CRC32c.
@@ -33,11 +33,11 @@ from .checksum import (
                     sctp_checksum,
 )
 from .ethernet import ArpPacket, EthernetHeader, VlanTag, mac_to_bytes, mac_to_str
-from .fastpath import flow_key, reply_key
+from .fastpath import flow_key
 from .frame import Frame, build_frame, frame_key, parse_frame, verify_checksums
 from .ipv4 import Ipv4Header
 from .ipv6 import Ipv6ExtHeader, Ipv6FragmentHeader, Ipv6Header
-from .key import FRAG_FIRST, FRAG_LATER, FRAG_NONE, NO_VNI, FlowKey
+from .key import FRAG_FIRST, FRAG_LATER, FRAG_NONE, NO_VNI, FlowKey, reply_key
 from .l4 import IcmpHeader, SctpHeader, TcpHeader, UdpHeader
 from .malformed import Reason
 from .rewrite import apply_transposition, encap_inner_offset, inner_frame_span

@@ -10,22 +10,11 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from .ethernet import (
-    ARP_REPLY,
-    ARP_REQUEST,
+from .constants import (
     ETH_P_ARP,
     ETH_P_IPV4,
     ETH_P_IPV6,
     ETH_P_TEB,
-    ArpPacket,
-    EthernetHeader,
-    VlanTag,
-    mac_to_bytes,
-)
-from .frame import Frame, build_frame
-from .ipv4 import IPV4_FLAG_DF, Ipv4Header
-from .ipv6 import Ipv6Header
-from .l4 import (
     ICMP_ECHO_REPLY,
     ICMP_ECHO_REQUEST,
     ICMPV6_ECHO_REPLY,
@@ -36,13 +25,27 @@ from .l4 import (
     IPPROTO_SCTP,
     IPPROTO_TCP,
     IPPROTO_UDP,
+    VXLAN_PORT,
+)
+from .ethernet import (
+    ARP_REPLY,
+    ARP_REQUEST,
+    ArpPacket,
+    EthernetHeader,
+    VlanTag,
+    mac_to_bytes,
+)
+from .frame import Frame, build_frame
+from .ipv4 import IPV4_FLAG_DF, Ipv4Header
+from .ipv6 import Ipv6Header
+from .l4 import (
     IcmpHeader,
     SctpHeader,
     TcpHeader,
     UdpHeader,
     tcp_flags_from_letters,
 )
-from .tunnel import VXLAN_PORT, GreHeader, VxlanHeader
+from .tunnel import GreHeader, VxlanHeader
 
 IpLike = str | ipaddress.IPv4Address | ipaddress.IPv6Address
 MacLike = str | bytes

@@ -5,20 +5,14 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from .constants import (
+    ETH_P_8021Q,
+    ETH_P_IPV4,
+    VLAN_TPIDS,
+)
 from .malformed import Reason, truncated
 
 ETH_HEADER_LEN = 14
-ETH_P_IPV4 = 0x0800
-ETH_P_ARP = 0x0806
-ETH_P_IPV6 = 0x86DD
-ETH_P_8021Q = 0x8100
-ETH_P_8021AD = 0x88A8
-ETH_P_TEB = 0x6558
-"""Transparent Ethernet bridging (the GRE protocol of NVGRE)."""
-ETH_P_ROCE = 0x8915
-ETH_P_FCOE = 0x8906
-ETH_P_LLDP = 0x88CC
-VLAN_TPIDS = (ETH_P_8021Q, ETH_P_8021AD)
 
 ARP_REQUEST = 1
 ARP_REPLY = 2

@@ -14,10 +14,11 @@ import struct
 from hostsdn.errors import PacketError
 
 from . import malformed
+from .constants import ETH_P_TEB, VXLAN_PORT
 from .key import FRAG_FIRST, FRAG_LATER, FRAG_NONE, NO_VNI, FlowKey
 from .malformed import Reason
 
-__all__ = ["flow_key", "reply_key"]
+__all__ = ["flow_key"]
 
 _u16 = struct.Struct("!H").unpack_from
 _u16x2 = struct.Struct("!HH").unpack_from
@@ -39,7 +40,6 @@ TUNNEL_NONE, TUNNEL_VXLAN, TUNNEL_NVGRE = 0, 1, 2
 
 _ICMP_ECHO = (0, 8)
 _ICMPV6_ECHO = (128, 129)
-_REPLY_TYPE = {8: 0, 0: 8, 128: 129, 129: 128}
 
 Walk = tuple[FlowKey, int, int, int, int, int, int, bool]
 
@@ -52,29 +52,6 @@ def flow_key(data: bytes | bytearray | memoryview) -> FlowKey:
     if type(data) is not bytes:
         data = bytes(data)
     return _walk(data, 0, len(data), False)[0]
-
-
-def reply_key(key: FlowKey) -> FlowKey:
-    """The key of the reply direction of ``key``.
-
-    Swaps MACs, IPs and ports.  ICMP/ICMPv6 echo: the identifier stays the
-    ``src_port`` and the request type becomes the reply type (8<->0, 128<->129) in
-    ``dst_port``; other ICMP messages keep their ports.  VLANs, ethertype, proto, DSCP
-    and fragment state are kept.  A tunnel key keeps its ``vni`` and gets the reply of
-    its ``inner`` key; its outer ports are swapped like any UDP key (a real VTEP picks
-    its own source port, so match tunnel replies on the inner key).
-    """
-    src_port, dst_port = key.src_port, key.dst_port
-    if key.ip_version and key.proto == (1 if key.ip_version == 4 else 58):
-        icmp_type = dst_port >> 8
-        if icmp_type in _REPLY_TYPE and icmp_type in (_ICMP_ECHO if key.ip_version == 4
-                                                       else _ICMPV6_ECHO):
-            dst_port = _REPLY_TYPE[icmp_type] << 8 | (dst_port & 0xFF)
-    else:
-        src_port, dst_port = dst_port, src_port
-    inner = reply_key(key.inner) if key.inner is not None else None
-    return key._replace(src_mac=key.dst_mac, dst_mac=key.src_mac, src_ip=key.dst_ip,
-                        dst_ip=key.src_ip, src_port=src_port, dst_port=dst_port, inner=inner)
 
 
 def _walk(data: bytes | bytearray, start: int, end: int, nested: bool) -> Walk:
@@ -207,7 +184,7 @@ def _walk(data: bytes | bytearray, start: int, end: int, nested: bool) -> Walk:
             if udp_length > room:
                 if frag != FRAG_FIRST:
                     raise malformed.udp_long_length(udp_length, room)
-            elif dst_port == 4789 and frag == FRAG_NONE:
+            elif dst_port == VXLAN_PORT and frag == FRAG_NONE:
                 if udp_length < 16:
                     raise malformed.truncated("VXLAN header", udp_length - 8, 8,
                                               Reason.TRUNCATED_TUNNEL)
@@ -251,7 +228,7 @@ def _walk(data: bytes | bytearray, start: int, end: int, nested: bool) -> Walk:
                     need += 4
                 if room < need:
                     raise malformed.truncated("GRE header", room, need, Reason.TRUNCATED_TUNNEL)
-                if gre_proto == 0x6558 and gre_word & 7 == 0:
+                if gre_proto == ETH_P_TEB and gre_word & 7 == 0:
                     tunnel = TUNNEL_NVGRE
                     vni = _u32(data, key_at)[0] >> 8 if gre_word & 0x2000 else 0
                     inner_off = off + need

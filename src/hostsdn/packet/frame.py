@@ -13,11 +13,20 @@ from hostsdn.errors import PacketError
 
 from . import malformed
 from .checksum import internet_checksum, pseudo_header_sum, sctp_checksum
-from .ethernet import (
+from .constants import (
     ETH_P_ARP,
     ETH_P_IPV4,
     ETH_P_IPV6,
     ETH_P_TEB,
+    IPPROTO_GRE,
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_SCTP,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    VXLAN_PORT,
+)
+from .ethernet import (
     ArpPacket,
     EthernetHeader,
     pull_arp,
@@ -29,12 +38,6 @@ from .ipv4 import Ipv4Header, pull_ipv4, push_ipv4
 from .ipv6 import IPV6_HEADER_LEN, Ipv6Header, pull_ipv6, push_ipv6
 from .key import FRAG_FIRST, FRAG_LATER, FRAG_NONE, NO_VNI, FlowKey
 from .l4 import (
-    IPPROTO_GRE,
-    IPPROTO_ICMP,
-    IPPROTO_ICMPV6,
-    IPPROTO_SCTP,
-    IPPROTO_TCP,
-    IPPROTO_UDP,
     IcmpHeader,
     SctpHeader,
     TcpHeader,
@@ -48,7 +51,7 @@ from .l4 import (
     push_tcp,
     push_udp,
 )
-from .tunnel import VXLAN_PORT, GreHeader, VxlanHeader, pull_gre, pull_vxlan, push_gre, push_vxlan
+from .tunnel import GreHeader, VxlanHeader, pull_gre, pull_vxlan, push_gre, push_vxlan
 
 L3Header = Ipv4Header | Ipv6Header | ArpPacket
 L4Header = TcpHeader | UdpHeader | SctpHeader | IcmpHeader

@@ -50,6 +50,7 @@ import struct
 
 from . import malformed
 from .checksum import internet_checksum, pseudo_header_sum, sctp_checksum
+from .constants import VXLAN_PORT
 from .fastpath import TUNNEL_NONE, _walk
 from .key import FRAG_FIRST, FRAG_LATER
 from .transposition import Transposition
@@ -267,7 +268,7 @@ def _template_layout(template: bytes) -> tuple[int, int, int, int]:
     else:
         raise bad
     if proto == 17 and len(template) == l4 + 16:
-        if int.from_bytes(template[l4 + 2:l4 + 4], "big") != 4789 or not template[l4 + 8] & 8:
+        if int.from_bytes(template[l4 + 2:l4 + 4], "big") != VXLAN_PORT or not template[l4 + 8] & 8:
             raise bad
         kind = _ENCAP_UDP
     elif proto == 47 and len(template) >= l4 + 4:

@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+from .constants import (
+    ETH_P_IPV4,
+    ETH_P_IPV6,
+    ETH_P_TEB,
+    IPPROTO_GRE,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    VLAN_TPIDS,
+    VXLAN_PORT,
+)
+
 _EXT = {0, 43, 60, 51}
 
 
@@ -17,10 +28,10 @@ def innermost_tcp_flags(data: bytes, _depth: int = 0) -> int | None:
         return None
     et = (data[12] << 8) | data[13]
     off = 14
-    while et in (0x8100, 0x88A8) and n >= off + 4:
+    while et in VLAN_TPIDS and n >= off + 4:
         et = (data[off + 2] << 8) | data[off + 3]
         off += 4
-    if et == 0x0800:
+    if et == ETH_P_IPV4:
         if n < off + 20:
             return None
         ihl = (data[off] & 0x0F) * 4
@@ -29,7 +40,7 @@ def innermost_tcp_flags(data: bytes, _depth: int = 0) -> int | None:
             return None
         proto = data[off + 9]
         off += ihl
-    elif et == 0x86DD:
+    elif et == ETH_P_IPV6:
         if n < off + 40:
             return None
         proto = data[off + 6]
@@ -49,14 +60,14 @@ def innermost_tcp_flags(data: bytes, _depth: int = 0) -> int | None:
             off += ln
     else:
         return None
-    if proto == 6:
+    if proto == IPPROTO_TCP:
         return data[off + 13] if n >= off + 14 else None
-    if _depth == 0 and proto == 17 and n >= off + 16 and (
-            (data[off + 2] << 8) | data[off + 3]) == 4789:
+    if _depth == 0 and proto == IPPROTO_UDP and n >= off + 16 and (
+            (data[off + 2] << 8) | data[off + 3]) == VXLAN_PORT:
         return innermost_tcp_flags(data[off + 16:], 1)
-    if _depth == 0 and proto == 47 and n >= off + 4:
+    if _depth == 0 and proto == IPPROTO_GRE and n >= off + 4:
         flags = data[off]
-        if ((data[off + 2] << 8) | data[off + 3]) == 0x6558:
+        if ((data[off + 2] << 8) | data[off + 3]) == ETH_P_TEB:
             glen = 4 + (4 if flags & 0x80 else 0) + (4 if flags & 0x20 else 0) + (
                 4 if flags & 0x10 else 0)
             return innermost_tcp_flags(data[off + glen:], 1)

@@ -11,11 +11,16 @@ import struct
 from dataclasses import dataclass
 
 from . import malformed
-from .ethernet import (
+from .constants import (
     ETH_P_8021Q,
     ETH_P_IPV4,
     ETH_P_IPV6,
     ETH_P_TEB,
+    IPPROTO_GRE,
+    IPPROTO_UDP,
+    VXLAN_PORT,
+)
+from .ethernet import (
     EthernetHeader,
     VlanTag,
     mac_to_bytes,
@@ -23,10 +28,8 @@ from .ethernet import (
 )
 from .ipv4 import IPV4_FLAG_DF, Ipv4Header, push_ipv4
 from .ipv6 import Ipv6Header, push_ipv6
-from .l4 import IPPROTO_GRE, IPPROTO_UDP
 from .malformed import Reason
 
-VXLAN_PORT = 4789
 VXLAN_HEADER_LEN = 8
 VXLAN_FLAG_I = 0x08
 GRE_FLAG_C = 0x8000

@@ -78,6 +78,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from hostsdn.direction import Direction
 from hostsdn.errors import PolicyError
+from hostsdn.packet.constants import ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, IP_ETHERTYPES
 from hostsdn.policy.model import (
     ALLOW,
     BLOCK,
@@ -524,9 +525,8 @@ def _proto(value: Any) -> int:
     return _int_in(value, 0, 255, "protocol")
 
 
-ETHERTYPE_NAMES = {"ipv4": 0x0800, "arp": 0x0806, "ipv6": 0x86DD}
+ETHERTYPE_NAMES = {"ipv4": ETH_P_IPV4, "arp": ETH_P_ARP, "ipv6": ETH_P_IPV6}
 """Ethertype names accepted by ``ethertype``."""
-_IP_ETHERTYPES = {0x0800: 4, 0x86DD: 6}
 
 
 def _ethertype(value: Any) -> int:
@@ -894,7 +894,7 @@ class _Builder:
                             "the rule can never match")
         if spec.ethertype is not None and ip_fields:
             ip_versions = versions(spec.src_ip) & versions(spec.dst_ip)
-            et_versions = {_IP_ETHERTYPES[e] for e in spec.ethertype if e in _IP_ETHERTYPES}
+            et_versions = {IP_ETHERTYPES[e] for e in spec.ethertype if e in IP_ETHERTYPES}
             if not ip_versions & et_versions:
                 needed = " or ".join(f"IPv{v}" for v in sorted(ip_versions))
                 raise self.fail((*loc, "ethertype"),
@@ -929,7 +929,7 @@ class _Builder:
             if nets is not None:
                 result &= {n.version for n in nets}
         if match.ethertype is not None:
-            result &= {_IP_ETHERTYPES[e] for e in match.ethertype if e in _IP_ETHERTYPES}
+            result &= {IP_ETHERTYPES[e] for e in match.ethertype if e in IP_ETHERTYPES}
         return result
 
     def _nat_family(self, match: Match, version: int, ip: int, loc: Loc, kind: str) -> None:

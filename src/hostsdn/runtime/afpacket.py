@@ -17,6 +17,8 @@ import struct
 from collections import Counter
 from typing import Self
 
+from hostsdn.packet.constants import ETH_P_8021Q
+
 __all__ = ["ETH_P_ALL", "PacketPort"]
 
 ETH_P_ALL = 0x0003
@@ -26,7 +28,6 @@ PACKET_IGNORE_OUTGOING = 23
 TP_STATUS_CSUMNOTREADY = 0x08
 TP_STATUS_VLAN_VALID = 0x10
 TP_STATUS_VLAN_TPID_VALID = 0x40
-ETH_P_8021Q = 0x8100
 
 _AUXDATA = struct.Struct("=IIIHHHH")
 """struct tpacket_auxdata: status, len, snaplen, mac, net, vlan_tci, vlan_tpid."""

@@ -19,6 +19,7 @@ from typing import BinaryIO
 import dpkt
 
 from hostsdn.errors import TraceError
+from hostsdn.packet.constants import ETH_P_IPV4, ETH_P_IPV6
 
 LINKTYPE_ETHERNET = 1
 _RAW_IP = {12, 14, 101, 228, 229}
@@ -43,8 +44,8 @@ def _eth(dst: bytes, src: bytes, ethertype: int, payload: bytes) -> bytes:
 
 def _ip_ethertype(payload: bytes) -> int:
     if payload and payload[0] >> 4 == 6:
-        return 0x86DD
-    return 0x0800
+        return ETH_P_IPV6
+    return ETH_P_IPV4
 
 
 def to_ethernet(linktype: int, buf: bytes) -> bytes:
@@ -55,9 +56,9 @@ def to_ethernet(linktype: int, buf: bytes) -> bytes:
         return buf
     if lt in _RAW_IP:
         if lt == 228:
-            et = 0x0800
+            et = ETH_P_IPV4
         elif lt == 229:
-            et = 0x86DD
+            et = ETH_P_IPV6
         else:
             et = _ip_ethertype(buf)
         return _eth(_ZERO_MAC, _ZERO_MAC, et, buf)
@@ -67,7 +68,8 @@ def to_ethernet(linktype: int, buf: bytes) -> bytes:
         af = struct.unpack("<I", buf[:4])[0]
         if af > 0xFFFF:
             af = struct.unpack(">I", buf[:4])[0]
-        return _eth(_ZERO_MAC, _ZERO_MAC, 0x86DD if af in _NULL_AF_INET6 else 0x0800, buf[4:])
+        et = ETH_P_IPV6 if af in _NULL_AF_INET6 else ETH_P_IPV4
+        return _eth(_ZERO_MAC, _ZERO_MAC, et, buf[4:])
     if lt == 113:  # Linux cooked v1: 16 bytes, protocol at 14
         if len(buf) < 16:
             return buf

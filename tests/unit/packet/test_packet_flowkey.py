@@ -6,6 +6,8 @@ import ipaddress
 
 import pytest
 
+from hostsdn.flows import keys
+from hostsdn.flows.keys import normalize
 from hostsdn.packet import (
     FRAG_NONE,
     NO_VNI,
@@ -96,7 +98,39 @@ def test_vxlan_key_and_its_reply() -> None:
     reply = reply_key(key)
     assert reply.vni == 4242
     assert reply.inner == reply_key(flow_key(inner))
-    assert (reply.src_port, reply.dst_port) == (4789, 40000)
+    # The replying VTEP sends to port 4789 from a source port of its own choosing, which
+    # a normalised key carries as 0: the reply key is what the host will look up.
+    assert (reply.src_port, reply.dst_port) == (0, 4789)
+    answer = make_vxlan("02:00:00:00:01:02", "02:00:00:00:01:01", "172.16.0.2", "172.16.0.1",
+                        4242, make_tcp(M2, M1, "192.168.1.2", "192.168.1.1", 443, 5555),
+                        src_port=61234)
+    assert reply == normalize(flow_key(answer))
+    assert reply_key(reply) == normalize(key)
+
+
+def test_nvgre_reply_key_is_the_reply_frames_key() -> None:
+    inner = make_udp(M1, M2, "10.0.0.1", "10.0.0.2", 1000, 53)
+    data = make_nvgre("02:00:00:00:01:01", "02:00:00:00:01:02", "172.16.0.1", "172.16.0.2",
+                      77, inner)
+    answer = make_nvgre("02:00:00:00:01:02", "02:00:00:00:01:01", "172.16.0.2", "172.16.0.1",
+                        77, make_udp(M2, M1, "10.0.0.2", "10.0.0.1", 53, 1000))
+    assert reply_key(flow_key(data)) == flow_key(answer)
+
+
+@pytest.mark.parametrize("version, proto, icmp_type", [
+    (4, 1, 128),       # ICMPv6's echo request number inside ICMPv4: not an echo
+    (6, 58, 8),        # ICMPv4's echo request number inside ICMPv6: not an echo
+    (6, 1, 8),         # protocol 1 over IPv6 is not ICMPv6
+])
+def test_reply_key_knows_echo_only_of_the_right_icmp(version: int, proto: int,
+                                                     icmp_type: int) -> None:
+    key = FlowKey((), B1, B2, 0x0800 if version == 4 else 0x86DD, version, 1, 2, proto, 0, 0,
+                  icmp_type << 8, FRAG_NONE)
+    assert reply_key(key) == key._replace(src_mac=B2, dst_mac=B1, src_ip=2, dst_ip=1)
+
+
+def test_flows_keys_reply_key_is_the_packet_one() -> None:
+    assert keys.reply_key is reply_key
 
 
 def test_nvgre_key() -> None:

@@ -32,6 +32,13 @@ from enum import IntEnum
 from typing import Any, Protocol
 
 from hostsdn.errors import NicError
+from hostsdn.packet.constants import (
+    ETH_P_IPV4,
+    IPPROTO_GRE,
+    IPPROTO_SCTP,
+    IPPROTO_UDP,
+    VXLAN_PORT,
+)
 from hostsdn.packet.key import FRAG_NONE, NO_VNI, FlowKey
 from hostsdn.packet.transposition import Transposition
 
@@ -94,7 +101,6 @@ SET_DSCP = 1 << 6
 HIT_OUT = 1 << 0
 HIT_IN = 1 << 1
 
-VXLAN_PORT = 4789
 ENCAP_LEN = 50
 
 
@@ -289,9 +295,9 @@ def _level_unsupported(key: FlowKey, where: str) -> str | None:
         return f"{where}: broadcast/multicast destination"
     if key.frag != FRAG_NONE:
         return f"{where}: IP fragment"
-    if key.proto == 47:
+    if key.proto == IPPROTO_GRE:
         return f"{where}: GRE"
-    if key.proto == 132:
+    if key.proto == IPPROTO_SCTP:
         return f"{where}: SCTP (passed to the host by the program)"
     return None
 
@@ -305,12 +311,12 @@ def unsupported_reason(key: FlowKey) -> str | None:
     if key.vni == NO_VNI:
         if key.inner is not None:
             return "inner key without a VNI"
-        if key.proto == 17 and key.dst_port == VXLAN_PORT:
-            return "UDP to port 4789 without a VXLAN key"
+        if key.proto == IPPROTO_UDP and key.dst_port == VXLAN_PORT:
+            return f"UDP to port {VXLAN_PORT} without a VXLAN key"
         return None
     if key.inner is None:
         return "VNI without an inner key"
-    if key.ip_version != 4 or key.proto != 17 or key.dst_port != VXLAN_PORT:
+    if key.ip_version != 4 or key.proto != IPPROTO_UDP or key.dst_port != VXLAN_PORT:
         return "tunnel other than VXLAN over IPv4"
     if not 0 <= key.vni < (1 << 24):
         return "VNI out of range"
@@ -318,7 +324,7 @@ def unsupported_reason(key: FlowKey) -> str | None:
     why = _level_unsupported(inner, "inner")
     if why:
         return why
-    if inner.vni != NO_VNI or inner.inner is not None or (inner.proto == 17 and
+    if inner.vni != NO_VNI or inner.inner is not None or (inner.proto == IPPROTO_UDP and
                                                            inner.dst_port == VXLAN_PORT):
         return "inner: nested tunnel"
     return None
@@ -404,9 +410,10 @@ def _check_encap(template: bytes) -> None:
     if len(template) != ENCAP_LEN:
         raise NicError(f"encap template of {len(template)} bytes: the xdp datapath pushes "
                        f"only {ENCAP_LEN}-byte Ethernet/IPv4/UDP/VXLAN templates")
-    if (template[12:14] != b"\x08\x00" or template[14] != 0x45 or template[23] != 17
+    if (template[12:14] != ETH_P_IPV4.to_bytes(2, "big") or template[14] != 0x45
+            or template[23] != IPPROTO_UDP
             or template[36:38] != VXLAN_PORT.to_bytes(2, "big") or not template[42] & 0x08):
-        raise NicError("encap template is not untagged Ethernet/IPv4 (no options)/UDP:4789"
+        raise NicError(f"encap template is not untagged Ethernet/IPv4 (no options)/UDP:{VXLAN_PORT}"
                        "/VXLAN")
 
 
