@@ -14,11 +14,13 @@ from hostsdn.direction import Direction
 from hostsdn.errors import NicError
 from hostsdn.flows.keys import normalize
 from hostsdn.flows.meter import MeterTable
+from hostsdn.flows.table import DropReason
 from hostsdn.offload.backend import (
     Capabilities,
     FlowOp,
     NicBackend,
     NicEntry,
+    OpError,
     OpKind,
     backend_names,
     get_backend_factory,
@@ -88,23 +90,23 @@ def test_each_op_gets_its_own_result(nic):
                            FlowOp(OpKind.ADD, 2, out_entry(f1)),      # duplicate match
                            FlowOp(OpKind.DELETE, 99),                 # unknown handle
                            FlowOp(OpKind.ADD, 3, out_entry(f2))])
-    assert [r.ok for r in results] == [True, False, False, True]
-    assert all(r.error for r in results if not r.ok)
+    assert [r.error for r in results] == [None, OpError.DUPLICATE_MATCH, OpError.NO_SUCH_FLOW,
+                                          None]
 
 
 def test_capacity_is_enforced_per_direction(nic):
     ops = [FlowOp(OpKind.ADD, i + 1, out_entry(syn_to_internet(1000 + i))) for i in range(9)]
     results = nic.operate(ops)
-    assert [r.ok for r in results] == [True] * 8 + [False]
+    assert [r.error for r in results] == [None] * 8 + [OpError.CACHE_FULL]
     assert nic.flow_count(Direction.OUT) == 8 and nic.flow_count(Direction.IN) == 0
 
 
 def test_drop_entry_and_tcp_flags_go_to_host(nic):
     frame = syn_to_internet(7)
-    nic.operate([FlowOp(OpKind.ADD, 1, out_entry(frame, drop=True, drop_reason="blocked",
+    nic.operate([FlowOp(OpKind.ADD, 1, out_entry(frame, drop=True, drop_reason=DropReason.BLOCKED,
                                                  tcp_flags_to_host=False))])
     rx = nic.receive(frame, "web", 1.0)
-    assert rx.hit and not rx.outputs and rx.drops == [("web", "blocked")]
+    assert rx.hit and not rx.outputs and rx.drops == [("web", DropReason.BLOCKED)]
     syn = syn_to_internet(8, "S")
     plain = syn_to_internet(8, "A")
     nic.operate([FlowOp(OpKind.ADD, 2, out_entry(plain))])

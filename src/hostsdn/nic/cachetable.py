@@ -9,13 +9,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
-from hostsdn.flows.overlay import CowMap
 from hostsdn.direction import Direction
+from hostsdn.flows.overlay import CowMap
 from hostsdn.offload.backend import (
     Capabilities,
     FlowOp,
     FlowStats,
     NicEntry,
+    OpError,
     OpKind,
     OpResult,
     required_features,
@@ -71,26 +72,26 @@ class CacheTable:
         """Why ``op`` cannot be applied (an error result), or None.  ``pending`` and
         ``staged`` account for ADDs accepted earlier in the same batch."""
         if op.kind is OpKind.DELETE:
-            return None if op.handle in self.entries else OpResult(op.handle, False,
-                                                                   "no such flow")
+            return None if op.handle in self.entries else OpResult(op.handle,
+                                                                   OpError.NO_SUCH_FLOW)
         e = op.entry
         if e is None:
-            return OpResult(op.handle, False, "missing entry")
+            return OpResult(op.handle, OpError.MISSING_ENTRY)
         missing = required_features(e) - self.caps.features
         if missing:
-            return OpResult(op.handle, False,
-                            "unsupported: " + ",".join(sorted(f.value for f in missing)))
+            return OpResult(op.handle, OpError.UNSUPPORTED,
+                            "needs " + ",".join(sorted(f.value for f in missing)))
         if op.kind is OpKind.MODIFY:
-            return None if op.handle in self.entries else OpResult(op.handle, False,
-                                                                   "no such flow")
+            return None if op.handle in self.entries else OpResult(op.handle,
+                                                                   OpError.NO_SUCH_FLOW)
         if op.handle in self.entries:
-            return OpResult(op.handle, False, "handle in use")
+            return OpResult(op.handle, OpError.HANDLE_IN_USE)
         ik = self.index_key(e)
         if ik in self.index(e.direction) or (staged is not None and ik in staged):
-            return OpResult(op.handle, False, "duplicate match")
+            return OpResult(op.handle, OpError.DUPLICATE_MATCH)
         extra = pending[e.direction] if pending is not None else 0
         if len(self.index(e.direction)) + extra >= self.capacity(e.direction):
-            return OpResult(op.handle, False, "cache full")
+            return OpResult(op.handle, OpError.CACHE_FULL)
         return None
 
     def shadow(self, copier: Callable[[FlowStats], FlowStats]) -> CacheTable:

@@ -171,8 +171,7 @@ class Datapath:
             return self._host(frame, in_port, now, path)
         flows = [f for f in (self.manager.flow_of(h) for h in rx.handles) if f is not None]
         decided = [f"{f.port}/{f.direction.value}:" + ",".join(f.decided_by) for f in flows]
-        drops = [(p, DropReason(r)) for p, r in rx.drops]
-        return DpResult(rx.outputs, drops, decided, "nic", flows=flows)
+        return DpResult(rx.outputs, rx.drops, decided, "nic", flows=flows)
 
     def _host(self, frame: bytes, in_port: str, now: float, path: str) -> DpResult:
         r: Result = self.switch.receive(frame, in_port, now)

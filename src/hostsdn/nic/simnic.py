@@ -18,6 +18,7 @@ from hostsdn.direction import Direction
 from hostsdn.errors import PacketError
 from hostsdn.flows.keys import is_multicast, normalize
 from hostsdn.flows.meter import MeterTable
+from hostsdn.flows.table import DropReason
 from hostsdn.nic.cachetable import UPLINK, CacheTable, NicMiss, count_miss
 from hostsdn.offload.backend import (
     ALL_FEATURES,
@@ -83,7 +84,7 @@ class SimNic:
             else:
                 assert op.entry is not None
                 self.table.install(op.handle, op.entry)
-            results.append(OpResult(op.handle, True))
+            results.append(OpResult(op.handle))
         return results
 
     def flow_stats(self, handles: Iterable[int] | None = None) -> dict[int, FlowStats]:
@@ -113,10 +114,10 @@ class SimNic:
         for h, entry in zip(stages, entries):
             self.table.hit(h, len(frame), now)
             if entry.drop:
-                rx.drops.append((entry.port, entry.drop_reason or "blocked"))
+                rx.drops.append((entry.port, entry.drop_reason or DropReason.BLOCKED))
                 return rx
             if entry.meters and self.meters.admit_all(entry.meters, len(frame), now) is not None:
-                rx.drops.append((entry.port, "meter"))
+                rx.drops.append((entry.port, DropReason.METER))
                 return rx
             t = entry.transposition
             frame = frame if t.is_identity else apply_transposition(frame, t)

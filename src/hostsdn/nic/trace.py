@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from hostsdn.errors import PacketError
 from hostsdn.flows.keys import normalize
 from hostsdn.flows.overlay import Shadow
-from hostsdn.flows.table import Flow
+from hostsdn.flows.table import DropReason, Flow
 from hostsdn.nic.cachetable import CacheTable, NicMiss
 from hostsdn.nic.simnic import SimNic
 from hostsdn.offload.backend import FlowOp, OpKind, OpResult, required_features
@@ -466,7 +466,7 @@ def _ops_json(ops: list[FlowOp], dp: Datapath, sdp: Datapath) -> list[dict[str, 
             added = sdp.manager.flow_of(op.handle)
             final = added.final_key if added is not None else e.key
             d.update(port=e.port, direction=e.direction.value, key=describe_key(e.key),
-                     actions=(f"drop ({e.drop_reason})" if e.drop
+                     actions=(f"drop ({(e.drop_reason or DropReason.BLOCKED).value})" if e.drop
                               else describe_transposition(e.transposition, final)),
                      eager=added is not None and added.packets == 0)
         elif op.kind is OpKind.DELETE:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from hostsdn.direction import Direction
+from hostsdn.flows.table import DropReason
 from hostsdn.packet.constants import IPPROTO_GRE, IPPROTO_SCTP
 from hostsdn.packet.key import FlowKey
 from hostsdn.packet.transposition import Transposition
@@ -71,8 +72,9 @@ class NicEntry:
     key: FlowKey
     transposition: Transposition
     drop: bool = False
-    drop_reason: str = ""
-    """Why the host flow drops (kept so NIC drops are reported like host drops)."""
+    drop_reason: DropReason | None = None
+    """Why the host flow drops (kept so NIC drops are reported like host drops); a drop
+    entry without one reports ``DropReason.BLOCKED``."""
     meters: tuple[str, ...] = ()
     dest: str = ""
     """Port name, "uplink" (outgoing), or the own port (incoming)."""
@@ -89,11 +91,35 @@ class FlowOp:
     entry: NicEntry | None = None
 
 
+class OpError(enum.Enum):
+    """Why a backend refused a flow op (OVS: the errno of a failed ``operate``)."""
+
+    UNSUPPORTED = "unsupported"
+    """The backend cannot hold this entry: a feature it lacks, or a key its datapath
+    can never compute.  The flow stays on the host for good (``unsupported_match``)."""
+    NO_SUCH_FLOW = "no_such_flow"
+    """MODIFY or DELETE of a handle the backend does not hold."""
+    MISSING_ENTRY = "missing_entry"
+    """ADD or MODIFY without an entry."""
+    HANDLE_IN_USE = "handle_in_use"
+    DUPLICATE_MATCH = "duplicate_match"
+    """Another entry already holds this match in this direction."""
+    CACHE_FULL = "cache_full"
+    DEVICE = "device"
+    """The device itself refused (a kernel errno, an unknown destination, ...)."""
+
+
 @dataclass(frozen=True, slots=True)
 class OpResult:
     handle: int
-    ok: bool
-    error: str = ""
+    error: OpError | None = None
+    """None when the op was applied."""
+    detail: str = ""
+    """Human-readable detail of a refusal (for logs, never parsed)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 @dataclass(slots=True)
@@ -109,7 +135,7 @@ class NicRx:
 
     hit: bool
     outputs: list[tuple[str, bytes]] = field(default_factory=list)
-    drops: list[tuple[str, str]] = field(default_factory=list)
+    drops: list[tuple[str, DropReason]] = field(default_factory=list)
     handles: list[int] = field(default_factory=list)
     """Entries that processed the frame (hit counters were bumped)."""
 

@@ -49,11 +49,11 @@ from hostsdn.offload.backend import (
     FlowOp,
     NicBackend,
     NicEntry,
+    OpError,
     OpKind,
     required_features,
 )
 from hostsdn.packet.constants import IPPROTO_TCP
-from hostsdn.packet.key import FlowKey
 
 EVICTION_POLICIES = ("lru", "lfu", "fifo", "random", "none")
 _FINAL = (OffloadReason.BACKEND_ERROR, OffloadReason.UNSUPPORTED_MATCH,
@@ -200,7 +200,7 @@ class OffloadManager:
             next_key = flow.final_key
         return NicEntry(direction=flow.direction, port=flow.port, key=flow.key,
                         transposition=flow.transposition, drop=flow.is_drop,
-                        drop_reason=flow.drop_reason.value if flow.drop_reason else "",
+                        drop_reason=flow.drop_reason,
                         meters=flow.meters, dest=flow.dest, next_key=next_key,
                         tcp_flags_to_host=_tcp_live(flow))
 
@@ -350,7 +350,7 @@ class OffloadManager:
                 d = flow.direction
                 self.offloaded[d].pop(result.handle, None)
                 reason = (OffloadReason.UNSUPPORTED_MATCH
-                          if result.error.startswith("unsupported")
+                          if result.error is OpError.UNSUPPORTED
                           else OffloadReason.BACKEND_ERROR)
                 flow.offload_state = OffloadState.HOST
                 flow.offload_reason = reason

@@ -33,6 +33,7 @@ from hostsdn.direction import Direction
 from hostsdn.errors import NicError, PacketError
 from hostsdn.flows.keys import normalize
 from hostsdn.flows.meter import MeterTable
+from hostsdn.flows.table import DropReason
 from hostsdn.nic.cachetable import UPLINK, CacheTable, count_miss
 from hostsdn.nic.xdp.datapath import XdpDatapath, XdpVerdict
 from hostsdn.nic.xdp.layout import FlowCounters, PortKind, encode_action, unsupported_reason
@@ -44,6 +45,7 @@ from hostsdn.offload.backend import (
     FlowStats,
     NicEntry,
     NicRx,
+    OpError,
     OpKind,
     OpResult,
 )
@@ -162,18 +164,22 @@ class XdpNic:
     def capabilities(self) -> Capabilities:
         return self._caps
 
-    def _encode(self, e: NicEntry) -> bytes:
+    def _encode(self, handle: int, e: NicEntry) -> bytes | OpResult:
+        """The map value of ``e``, or why the program cannot hold it."""
         why = unsupported_reason(e.key)
         if why:
-            raise NicError(f"unsupported: {why}")
+            return OpResult(handle, OpError.UNSUPPORTED, why)
+        if e.meters:
+            return OpResult(handle, OpError.UNSUPPORTED, "meters")
         dest = None if e.drop else self._port_ids.get(e.dest if e.direction is Direction.OUT
                                                       else e.port)
         if not e.drop and dest is None:
-            raise NicError(f"unknown destination {e.dest!r}")
-        if e.meters:
-            raise NicError("unsupported: meters")
-        return encode_action(e.transposition, drop=e.drop, dest_port_id=dest,
-                             tcp_flags_to_host=e.tcp_flags_to_host)
+            return OpResult(handle, OpError.DEVICE, f"unknown destination {e.dest!r}")
+        try:
+            return encode_action(e.transposition, drop=e.drop, dest_port_id=dest,
+                                 tcp_flags_to_host=e.tcp_flags_to_host)
+        except NicError as exc:
+            return OpResult(handle, OpError.DEVICE, str(exc))
 
     def operate(self, ops: Sequence[FlowOp]) -> list[OpResult]:
         """Validate each op, then one batched map update and one batched delete."""
@@ -192,10 +198,9 @@ class XdpNic:
                 continue
             e = op.entry
             assert e is not None
-            try:
-                action = self._encode(e)
-            except NicError as exc:
-                results[i] = OpResult(op.handle, False, str(exc))
+            action = self._encode(op.handle, e)
+            if isinstance(action, OpResult):
+                results[i] = action
                 continue
             if op.kind is OpKind.ADD:
                 pending[e.direction] += 1
@@ -206,17 +211,18 @@ class XdpNic:
             errs = self._dp.delete_flows([m for _, _, m in dels])
             for (i, op, _), err in zip(dels, errs):
                 self.table.remove(op.handle)
-                results[i] = OpResult(op.handle, err is None, str(err) if err else "")
+                results[i] = (OpResult(op.handle) if err is None
+                              else OpResult(op.handle, OpError.DEVICE, str(err)))
         if adds:
             errs = self._dp.add_flows([m for _, _, m in adds])
             for (i, op, _), err in zip(adds, errs):
                 if err is not None:
-                    results[i] = OpResult(op.handle, False, str(err))
+                    results[i] = OpResult(op.handle, OpError.DEVICE, str(err))
                     continue
                 assert op.entry is not None
                 self.table.install(op.handle, op.entry)
-                results[i] = OpResult(op.handle, True)
-        return [r if r is not None else OpResult(op.handle, False, "internal")
+                results[i] = OpResult(op.handle)
+        return [r if r is not None else OpResult(op.handle, OpError.DEVICE, "internal")
                 for r, op in zip(results, ops)]
 
     def _map_op(self, e: NicEntry) -> tuple[Direction, int | None, FlowKey]:
@@ -303,7 +309,7 @@ class XdpNic:
             entry = next((self.table.entries[h] for h in handles if self.table.entries[h].drop),
                          None)
             port = entry.port if entry is not None else in_port
-            rx.drops.append((port, (entry.drop_reason if entry else "") or "blocked"))
+            rx.drops.append((port, (entry.drop_reason if entry else None) or DropReason.BLOCKED))
             return rx
         dest = self._port_names.get(res.dest_port_id if res.dest_port_id is not None else -1)
         if dest is None:
