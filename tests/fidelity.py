@@ -43,7 +43,7 @@ def run(policy, frames, options: DatapathOptions):
                 outputs.setdefault(p, []).append(f)
             if res.drops:
                 drops.append((i, tuple(sorted((p, r.value) for p, r in res.drops))))
-        summary = dp.summary()
+        summary = dp.summary().to_json()
     return outputs, drops, summary
 
 

@@ -64,7 +64,7 @@ def test_exception_path_in_a_thread() -> None:
         runner = slow
 
         def run() -> None:
-            final.update(runner.run(duration=40))
+            final.update(runner.run(duration=40).to_json())
 
         thread = threading.Thread(target=run)
         thread.start()

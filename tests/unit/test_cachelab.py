@@ -81,7 +81,7 @@ def test_a_row_is_what_replay_reports(policy, trace, report):
     s = replay(policy, trace, options=DatapathOptions(cache_size=2, eviction="fifo")).summary
     row = report.row(2, "fifo")
     assert (row.nic_hits, row.exceptions, row.evictions, row.refused) == (
-        s["nic_hits"], s["exceptions"], s["evictions"], s["offload_refused"])
+        s.nic_hits, s.exceptions, s.evictions, s.offload_refused)
 
 
 def test_json_and_png_outputs(report, tmp_path):

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from hostsdn.errors import HostsdnError, HostsdnUsageError
+
+if TYPE_CHECKING:
+    from hostsdn.runtime.replay import ReplayOutcome
 
 NIC_CHOICES = ["simnic", "none", "xdp"]
 
@@ -116,11 +119,10 @@ def replay(policy: str, trace: str, out_dir: str | None, verdicts_file: str | No
     except (HostsdnError, ValueError, KeyError, OSError) as exc:
         _fail(_one_line(exc))
         return
-    s = outcome.summary
     if as_json:
-        click.echo(json.dumps(s, sort_keys=True))
+        click.echo(json.dumps(outcome.to_json(), sort_keys=True))
     else:
-        _print_summary(s, out_dir)
+        _print_summary(outcome, out_dir)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -160,26 +162,32 @@ class _progress:
             self._p.stop()
 
 
-def _print_summary(s: dict[str, Any], out_dir: str | None) -> None:
+def _print_summary(outcome: ReplayOutcome, out_dir: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    s = outcome.summary
     console = Console()
-    t = Table(title=f"hostsdn replay: {Path(s['trace']).name}", show_header=True)
+    t = Table(title=f"hostsdn replay: {Path(outcome.trace).name}", show_header=True)
     t.add_column("metric")
     t.add_column("value", justify="right")
-    for k in ("packets", "forwarded", "dropped", "flows_created", "connections_created", "nic",
-              "nic_hits", "exceptions", "flows_offloaded", "evictions"):
-        t.add_row(k, str(s[k]))
-    t.add_row("host share", f"{s['host_share']:.1%}")
+    for k, value in (("packets", s.packets), ("forwarded", s.forwarded),
+                     ("dropped", s.dropped), ("flows_created", s.flows_created),
+                     ("connections_created", s.connections_created), ("nic", s.nic),
+                     ("nic_hits", s.nic_hits), ("exceptions", s.exceptions),
+                     ("flows_offloaded", s.flows_offloaded), ("evictions", s.evictions)):
+        t.add_row(k, str(value))
+    t.add_row("host share", f"{s.host_share:.1%}")
     console.print(t)
-    for title, key in (("drop reason", "drop_reasons"), ("offload refused", "offload_refused"),
-                       ("emitted on port", "emitted"), ("malformed", "malformed")):
-        if s.get(key):
+    for title, unit, counts in (("drop reason", "frames", s.drop_reasons),
+                                ("offload refused", "flows", s.offload_refused),
+                                ("emitted on port", "frames", outcome.emitted),
+                                ("malformed", "frames", s.malformed)):
+        if counts:
             tt = Table(show_header=True)
             tt.add_column(title)
-            tt.add_column("frames" if key != "offload_refused" else "flows", justify="right")
-            for k, v in s[key].items():
+            tt.add_column(unit, justify="right")
+            for k, v in counts.items():
                 tt.add_row(k, str(v))
             console.print(tt)
     if out_dir:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hostsdn.errors import PacketError
@@ -42,6 +42,47 @@ class DatapathOptions:
     eager_replies: bool = True
     nic_without: frozenset[Feature] = frozenset()
     backend_args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DatapathSummary:
+    """What a Datapath did so far (``Datapath.summary()``).  ``to_json()`` gives the JSON
+    object ``hostsdn replay --json`` and ``up`` print: its keys are a user interface."""
+
+    packets: int
+    forwarded: int
+    dropped: int
+    drop_reasons: dict[str, int]
+    """Dropped frames by ``DropReason`` value."""
+    flows_created: int
+    flows_active: int
+    connections_created: int
+    nic: str
+    """The backend name (``--nic``)."""
+    nic_hits: int
+    """Frames the NIC processed by itself."""
+    exceptions: int
+    """Frames the host switch processed (``packets - nic_hits``)."""
+    exceptions_by_path: dict[str, int]
+    """Exceptions by the way they reached the host (pf, vf, guest, host); zeros left out."""
+    host_share: float
+    flows_offloaded: int
+    flows_offloaded_eagerly: int
+    nic_flows_now: int
+    offload_refused: dict[str, int]
+    """Flows the offload manager kept on the host, by ``OffloadReason`` value."""
+    evictions: int
+    nic_idle_removed: int
+    malformed: dict[str, int]
+    """Malformed frames by ``packet.malformed.Reason``."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as a JSON object (a fresh dict: callers may add their own keys)."""
+        return {name: (dict(v) if isinstance(v := getattr(self, name), dict) else v)
+                for name in _SUMMARY_FIELDS}
+
+
+_SUMMARY_FIELDS = tuple(f.name for f in fields(DatapathSummary))
 
 
 @dataclass(slots=True)
@@ -221,31 +262,31 @@ class Datapath:
         """End of a run: pull the NIC's counters into the host flows."""
         self.manager.sync_stats()
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> DatapathSummary:
         c = self.counters
         mgr = self.manager
         nic_hits = c["path_nic"]
         exceptions = c["packets"] - nic_hits
-        return {
-            "packets": c["packets"],
-            "forwarded": c["forwarded"],
-            "dropped": c["dropped"],
-            "drop_reasons": dict(sorted(self.drop_reasons.items())),
-            "flows_created": self.switch.counters["flows_created"],
-            "flows_active": self.switch.flow_count(),
-            "connections_created": self.switch.counters["connections_created"],
-            "nic": self.options.nic,
-            "nic_hits": nic_hits,
-            "exceptions": exceptions,
-            "exceptions_by_path": {p: c[f"path_{p}"] for p in PATHS if p != "nic"
-                                   and c[f"path_{p}"]},
-            "host_share": (exceptions / c["packets"]) if c["packets"] else 0.0,
-            "flows_offloaded": mgr.counters["flows_offloaded"],
-            "flows_offloaded_eagerly": mgr.counters["offloaded_eagerly"],
-            "nic_flows_now": mgr.offloaded_count(),
-            "offload_refused": dict(sorted(mgr.refused.items())),
-            "evictions": mgr.counters["evictions"],
-            "nic_idle_removed": mgr.counters["idle_removed"],
-            "malformed": {k.split(":", 1)[1]: v for k, v in sorted(self.switch.counters.items())
-                          if k.startswith("malformed:")},
-        }
+        return DatapathSummary(
+            packets=c["packets"],
+            forwarded=c["forwarded"],
+            dropped=c["dropped"],
+            drop_reasons=dict(sorted(self.drop_reasons.items())),
+            flows_created=self.switch.counters["flows_created"],
+            flows_active=self.switch.flow_count(),
+            connections_created=self.switch.counters["connections_created"],
+            nic=self.options.nic,
+            nic_hits=nic_hits,
+            exceptions=exceptions,
+            exceptions_by_path={p: c[f"path_{p}"] for p in PATHS if p != "nic"
+                                and c[f"path_{p}"]},
+            host_share=(exceptions / c["packets"]) if c["packets"] else 0.0,
+            flows_offloaded=mgr.counters["flows_offloaded"],
+            flows_offloaded_eagerly=mgr.counters["offloaded_eagerly"],
+            nic_flows_now=mgr.offloaded_count(),
+            offload_refused=dict(sorted(mgr.refused.items())),
+            evictions=mgr.counters["evictions"],
+            nic_idle_removed=mgr.counters["idle_removed"],
+            malformed={k.split(":", 1)[1]: v for k, v in sorted(self.switch.counters.items())
+                       if k.startswith("malformed:")},
+        )

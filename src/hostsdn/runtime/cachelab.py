@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from hostsdn.errors import HostsdnUsageError
-from hostsdn.nic.datapath import DatapathOptions
+from hostsdn.nic.datapath import DatapathOptions, DatapathSummary
 from hostsdn.offload.manager import EVICTION_POLICIES
 from hostsdn.policy import model as pm
 from hostsdn.runtime.pcap import TraceReader
@@ -239,19 +239,19 @@ ProgressFn = Callable[[CacheLabRow, int, int], None]
 """Called after each replay with the row, its 1-based number and the number of replays."""
 
 
-def _row(summary: dict[str, Any], cache_size: int | None, eviction: str,
+def _row(summary: DatapathSummary, cache_size: int | None, eviction: str,
          duration: float | None, wall: float) -> CacheLabRow:
-    packets = summary["packets"]
-    refused = dict(summary["offload_refused"])
+    packets = summary.packets
+    refused = dict(summary.offload_refused)
     return CacheLabRow(
         cache_size=cache_size, eviction=eviction, packets=packets,
-        nic_hits=summary["nic_hits"],
-        hit_rate=summary["nic_hits"] / packets if packets else 0.0,
-        exceptions=summary["exceptions"],
-        host_pps=summary["exceptions"] / duration if duration else None,
-        evictions=summary["evictions"], refusals=sum(refused.values()), refused=refused,
-        flows_created=summary["flows_created"], flows_offloaded=summary["flows_offloaded"],
-        forwarded=summary["forwarded"], dropped=summary["dropped"],
+        nic_hits=summary.nic_hits,
+        hit_rate=summary.nic_hits / packets if packets else 0.0,
+        exceptions=summary.exceptions,
+        host_pps=summary.exceptions / duration if duration else None,
+        evictions=summary.evictions, refusals=sum(refused.values()), refused=refused,
+        flows_created=summary.flows_created, flows_offloaded=summary.flows_offloaded,
+        forwarded=summary.forwarded, dropped=summary.dropped,
         wall_seconds=round(wall, 4))
 
 

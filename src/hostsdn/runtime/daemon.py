@@ -34,11 +34,11 @@ from hostsdn.runtime.rundir import (
     socket_path,
 )
 from hostsdn.runtime.serving import ServeContext, Service, UpOptions, make_datapath, serve
-from hostsdn.runtime.slowpath import SlowPath, nic_hits, receive_exception
+from hostsdn.runtime.slowpath import SlowPath, UpStatus, nic_hits, receive_exception
 
 __all__ = ["RUN_DIR", "STOP_TIMEOUT", "ControlBusy", "ControlChannel", "ControlClosed",
            "DaemonError", "ReloadOutcome", "Reloader", "ServeContext", "Service",
-           "SlowPath", "TopologyChanged", "UpOptions", "check_not_running",
+           "SlowPath", "TopologyChanged", "UpOptions", "UpStatus", "check_not_running",
            "check_reload_request", "check_reloadable", "make_datapath", "nic_hits",
            "pidfile_path", "read_pid", "receive_exception", "reload_datapath", "request_reload", "run_dir",
            "running_pid", "serve", "socket_path", "start_daemon", "stop_daemon"]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from hostsdn.flows.table import Flow
-from hostsdn.nic.datapath import Datapath, DatapathOptions, DpResult
+from hostsdn.nic.datapath import Datapath, DatapathOptions, DatapathSummary, DpResult
 from hostsdn.nic.flowdump import flow_rows
 from hostsdn.nic.trace import RuleBook, describe_key
 from hostsdn.policy import model as pm
@@ -25,9 +25,21 @@ from hostsdn.switch import UPLINK
 
 @dataclass(slots=True)
 class ReplayOutcome:
-    summary: dict[str, Any]
+    summary: DatapathSummary
+    """The datapath's summary at the end of the trace."""
+    trace: str
+    emitted: dict[str, int]
+    """Frames sent out of each port."""
     outputs: dict[str, list[bytes]] = field(default_factory=dict)
     verdicts: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary ``hostsdn replay --json`` prints (``DatapathSummary.to_json()`` plus
+        ``emitted`` and ``trace``)."""
+        out = self.summary.to_json()
+        out["emitted"] = dict(self.emitted)
+        out["trace"] = self.trace
+        return out
 
 
 def classify_port(frame: bytes, by_mac: dict[bytes, str]) -> str:
@@ -50,7 +62,8 @@ def replay(policy: pm.Policy, trace: str | os.PathLike[str], *,
     out_path = Path(out_dir) if out_dir is not None else None
     if out_path is not None:
         out_path.mkdir(parents=True, exist_ok=True)
-    outcome = ReplayOutcome(summary={})
+    outputs: dict[str, list[bytes]] = {}
+    verdict_lines: list[dict[str, Any]] = []
     writers: dict[str, PcapWriter] = {}
     emitted: Counter[str] = Counter()
     by_mac = {p.mac: p.name for p in policy.ports}
@@ -70,29 +83,28 @@ def replay(policy: pm.Policy, trace: str | os.PathLike[str], *,
                             w = writers[port] = PcapWriter(out_path / f"{port}.pcap")
                         w.write(frame, tf.time)
                     if keep_outputs:
-                        outcome.outputs.setdefault(port, []).append(frame)
+                        outputs.setdefault(port, []).append(frame)
                 if verdicts is not None or keep_verdicts:
                     assert book is not None
                     line = _verdict_line(tf.index, tf.time, in_port, res, dp, book)
                     if verdicts is not None:
                         verdicts.write(json.dumps(line) + "\n")
                     if keep_verdicts:
-                        outcome.verdicts.append(line)
+                        verdict_lines.append(line)
                 if progress is not None and tf.index % 256 == 0:
                     progress(reader.progress, reader.size)
         finally:
             for w in writers.values():
                 w.close()
         dp.finish(last_time)
-        outcome.summary = dp.summary()
+        summary = dp.summary()
         if dump_flows is not None:
             for row in flow_rows(dp, last_time):
                 dump_flows.write(json.dumps(row, sort_keys=True) + "\n")
-    outcome.summary["emitted"] = dict(sorted(emitted.items()))
-    outcome.summary["trace"] = str(trace)
     if progress is not None:
         progress(reader.size, reader.size)
-    return outcome
+    return ReplayOutcome(summary, str(trace), dict(sorted(emitted.items())), outputs,
+                         verdict_lines)
 
 
 def _verdict_line(index: int, time: float, in_port: str, res: DpResult, dp: Datapath,

@@ -33,7 +33,7 @@ from hostsdn.runtime.control import ControlChannel
 from hostsdn.runtime.logs import log_event, setup_logging, teardown_logging, up_logger
 from hostsdn.runtime.netns import UPLINK_NS, Topology, TopologyPlan, check_tools, plan_to_json
 from hostsdn.runtime.reload import Reloader
-from hostsdn.runtime.slowpath import SlowPath
+from hostsdn.runtime.slowpath import SlowPath, UpStatus
 
 __all__ = ["ServeContext", "Service", "UpOptions", "make_datapath", "serve"]
 
@@ -95,7 +95,7 @@ def _state(policy_path: str | os.PathLike[str], opts: UpOptions, plan: TopologyP
 def serve(policy: pm.Policy, policy_path: str | os.PathLike[str], opts: UpOptions, *,
           stream: TextIO | None = sys.stderr,
           ready: Callable[[int], None] | None = None,
-          services: Sequence[Service] = ()) -> dict[str, Any]:
+          services: Sequence[Service] = ()) -> UpStatus:
     """Build the topology, run the slow path until stopped, tear everything down."""
     if os.geteuid() != 0:
         raise DaemonError("hostsdn up needs root (network namespaces, AF_PACKET)")

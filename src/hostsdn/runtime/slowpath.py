@@ -30,13 +30,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hostsdn.nic.datapath import Datapath, DpResult
+from hostsdn.nic.datapath import Datapath, DatapathSummary, DpResult
 from hostsdn.offload.backend import NicBackend
 from hostsdn.runtime.afpacket import PacketPort
 from hostsdn.runtime.control import ControlChannel
 from hostsdn.runtime.logs import log_event, up_logger
 
-__all__ = ["BATCH", "SETUP_BUCKETS", "TICK", "LatencyHistogram", "SlowPath", "nic_hits",
+__all__ = ["BATCH", "SETUP_BUCKETS", "TICK", "LatencyHistogram", "SlowPath", "UpStatus", "nic_hits",
            "receive_exception"]
 
 TICK = 1.0
@@ -176,7 +176,7 @@ class SlowPath:
             if counters["flows_created"] != created:
                 self.setup_latency.observe(clock() - t0)
 
-    def run(self, duration: float | None = None) -> dict[str, Any]:
+    def run(self, duration: float | None = None) -> UpStatus:
         """Loop until ``stop()`` or ``duration`` seconds; returns the final status."""
         poller = select.poll()
         by_fd = {sock.fileno(): (name, sock) for name, sock in self.ports.items()}
@@ -225,40 +225,69 @@ class SlowPath:
             except OSError:
                 pass
 
-    def status(self, now: float) -> dict[str, Any]:
+    def status(self, now: float) -> UpStatus:
         s = self.dp.summary()
-        s["uptime"] = round(now - self.started, 3)
-        s["rx"] = sum(p.counters["rx"] for p in self.ports.values())
-        s["tx"] = sum(p.counters["tx"] for p in self.ports.values())
-        s["tx_errors"] = sum(p.counters["tx_errors"] for p in self.ports.values())
-        s["rx_csum_partial"] = sum(p.counters["rx_csum_partial"] for p in self.ports.values())
-        s["errors"] = self.errors
+        ports = self.ports.values()
+        hits = s.nic_hits
         if self.exceptions_only and self.dp.backend is not None:
-            s["nic_hits"] = nic_hits(self.dp.backend)   # counted in the kernel, not here
-        return s
+            hits = nic_hits(self.dp.backend)   # counted in the kernel, not here
+        return UpStatus(datapath=s, uptime=round(now - self.started, 3),
+                        rx=sum(p.counters["rx"] for p in ports),
+                        tx=sum(p.counters["tx"] for p in ports),
+                        tx_errors=sum(p.counters["tx_errors"] for p in ports),
+                        rx_csum_partial=sum(p.counters["rx_csum_partial"] for p in ports),
+                        errors=self.errors, nic_hits=hits)
 
-    def status_line(self, now: float, s: dict[str, Any] | None = None) -> str:
-        s = s if s is not None else self.status(now)
-        line = (f"{s['uptime']:.0f}s packets={s['packets']} nic_hits={s['nic_hits']} "
-                f"exceptions={s['exceptions']} forwarded={s['forwarded']} "
-                f"dropped={s['dropped']} flows={s['flows_active']} "
-                f"offloaded={s['nic_flows_now']} tx_errors={s['tx_errors']}")
-        if s["rx_csum_partial"]:
-            line += f" csum_partial={s['rx_csum_partial']}"
-        if s["errors"]:
-            line += f" errors={s['errors']}"
+    def status_line(self, now: float, st: UpStatus | None = None) -> str:
+        st = st if st is not None else self.status(now)
+        s = st.datapath
+        line = (f"{st.uptime:.0f}s packets={s.packets} nic_hits={st.nic_hits} "
+                f"exceptions={s.exceptions} forwarded={s.forwarded} "
+                f"dropped={s.dropped} flows={s.flows_active} "
+                f"offloaded={s.nic_flows_now} tx_errors={st.tx_errors}")
+        if st.rx_csum_partial:
+            line += f" csum_partial={st.rx_csum_partial}"
+        if st.errors:
+            line += f" errors={st.errors}"
         return line
 
     def _log_status(self, now: float, *, final: bool = False) -> None:
         if not self.log.handlers:
             return
-        s = self.status(now)
+        st = self.status(now)
+        s = st.datapath
         prefix = "hostsdn up: final: " if final else "hostsdn up: "
-        fields = {k: s[k] for k in ("uptime", "packets", "nic_hits", "exceptions",
-                                    "forwarded", "dropped", "flows_active", "nic_flows_now",
-                                    "tx_errors", "rx_csum_partial", "errors")}
         log_event(self.log, logging.INFO, "final" if final else "status",
-                  prefix + self.status_line(now, s), **fields)
+                  prefix + self.status_line(now, st), uptime=st.uptime, packets=s.packets,
+                  nic_hits=st.nic_hits, exceptions=s.exceptions, forwarded=s.forwarded,
+                  dropped=s.dropped, flows_active=s.flows_active,
+                  nic_flows_now=s.nic_flows_now, tx_errors=st.tx_errors,
+                  rx_csum_partial=st.rx_csum_partial, errors=st.errors)
+
+
+@dataclass(frozen=True, slots=True)
+class UpStatus:
+    """What a running ``up`` reports: its datapath's summary and the sockets' counters."""
+
+    datapath: DatapathSummary
+    uptime: float
+    rx: int
+    tx: int
+    tx_errors: int
+    rx_csum_partial: int
+    """Frames received with a partial checksum (completed before processing)."""
+    errors: int
+    """Bugs caught by the loop (their tracebacks go to the log)."""
+    nic_hits: int
+    """Frames the NIC handled itself: the datapath's count, or a live NIC's own."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The datapath summary's JSON object plus the loop's own keys."""
+        out = self.datapath.to_json()
+        out.update(uptime=self.uptime, rx=self.rx, tx=self.tx, tx_errors=self.tx_errors,
+                   rx_csum_partial=self.rx_csum_partial, errors=self.errors,
+                   nic_hits=self.nic_hits)
+        return out
 
 
 def nic_hits(backend: NicBackend) -> int:
