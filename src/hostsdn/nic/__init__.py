@@ -20,4 +20,4 @@ def _xdp(**kwargs: Any) -> NicBackend:
 
 
 register_backend("simnic", _simnic)
-register_backend("xdp", _xdp)
+register_backend("xdp", _xdp, needs_root=True, attaches_to_ports=True)

@@ -158,9 +158,8 @@ class Datapath:
         it refuses (``NicError``, e.g. xdp for a new port: it has no interface for it) and
         nothing changes.  The NIC entries of the changed ports are deleted before this
         returns.  Returns the changed ports."""
-        replace_backend = getattr(self.backend, "replace_policy", None)
-        if callable(replace_backend):
-            replace_backend(policy)
+        if self.backend is not None:
+            self.backend.replace_policy(policy)
         changed = self.switch.replace_policy(policy)
         self.manager.flush()
         return changed

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from hostsdn.direction import Direction
+from hostsdn.errors import NicError
 from hostsdn.flows.table import DropReason
 from hostsdn.packet.constants import IPPROTO_GRE, IPPROTO_SCTP
 from hostsdn.packet.key import FlowKey
 from hostsdn.packet.transposition import Transposition
+from hostsdn.policy import model as pm
 
 
 class OpKind(enum.Enum):
@@ -155,6 +157,21 @@ class NicBackend(Protocol):
     def receive(self, frame: bytes, in_port: str, now: float) -> NicRx: ...
     def close(self) -> None: ...
 
+    def replace_policy(self, policy: pm.Policy) -> None:
+        """A new policy for a running backend (``Datapath.replace_policy``): its port map
+        (names, MACs, the uplink MAC) follows it, or it raises ``NicError`` and keeps the
+        old one.  Flow entries are not its business: the offload manager replaces them."""
+        ...
+
+
+@runtime_checkable
+class CountsOwnHits(Protocol):
+    """Optional capability: a NIC that counts the frames it handled itself, also those of
+    entries deleted since (the XDP program's per-CPU counter).  Without it, a live NIC's
+    hits are the packet counters of the entries it holds now."""
+
+    def hit_count(self) -> int: ...
+
 
 def required_features(entry: NicEntry, *, uplink_ports: Iterable[str] = ()) -> set[Feature]:
     """The features a NIC needs to hold ``entry``."""
@@ -194,21 +211,47 @@ def required_features(entry: NicEntry, *, uplink_ports: Iterable[str] = ()) -> s
 
 
 BackendFactory = Callable[..., NicBackend]
-_REGISTRY: dict[str, BackendFactory] = {}
 
 
-def register_backend(name: str, factory: BackendFactory) -> None:
+@dataclass(frozen=True, slots=True)
+class BackendInfo:
+    """A registered backend: how to make it and what it needs from the runtime."""
+
+    name: str
+    factory: BackendFactory
+    """Called with ``policy``, ``meters``, ``out_capacity``, ``in_capacity``, ``features``,
+    ``exception_path`` and the backend's own keyword arguments."""
+    needs_root: bool = False
+    """Making it needs root (kernel objects, interfaces), also for a replay."""
+    attaches_to_ports: bool = False
+    """Live (``hostsdn up``): it is given ``ifindexes={port: host ifindex}`` and
+    ``attach=True``, attaches to the ports' host interfaces and forwards hits in the
+    kernel; the slow path sees only its exceptions (``Datapath.receive_exception``).
+    Otherwise every frame goes through ``Datapath.receive``."""
+
+
+_REGISTRY: dict[str, BackendInfo] = {}
+
+
+def register_backend(name: str, factory: BackendFactory, *, needs_root: bool = False,
+                     attaches_to_ports: bool = False) -> None:
     """Backends are registered by name (``--nic NAME``)."""
-    _REGISTRY[name] = factory
+    _REGISTRY[name] = BackendInfo(name, factory, needs_root=needs_root,
+                                  attaches_to_ports=attaches_to_ports)
 
 
 def backend_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_backend_factory(name: str) -> BackendFactory:
+def backend_info(name: str) -> BackendInfo:
+    """The registered backend ``name``; ``NicError`` naming the known ones if none."""
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown NIC backend {name!r} (known: {', '.join(backend_names())})") \
+        raise NicError(f"unknown NIC backend {name!r} (known: {', '.join(backend_names())})") \
             from None
+
+
+def get_backend_factory(name: str) -> BackendFactory:
+    return backend_info(name).factory

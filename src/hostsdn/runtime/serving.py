@@ -25,7 +25,6 @@ from typing import Any, TextIO
 
 from hostsdn.errors import DaemonError
 from hostsdn.nic.datapath import Datapath, DatapathOptions
-from hostsdn.offload.backend import get_backend_factory
 from hostsdn.policy import model as pm
 from hostsdn.runtime import rundir
 from hostsdn.runtime.afpacket import PacketPort
@@ -33,7 +32,7 @@ from hostsdn.runtime.control import ControlChannel
 from hostsdn.runtime.logs import log_event, setup_logging, teardown_logging, up_logger
 from hostsdn.runtime.netns import UPLINK_NS, Topology, TopologyPlan, check_tools, plan_to_json
 from hostsdn.runtime.reload import Reloader
-from hostsdn.runtime.slowpath import SlowPath, UpStatus
+from hostsdn.runtime.slowpath import SlowPath, UpStatus, attaches_to_ports
 
 __all__ = ["ServeContext", "Service", "UpOptions", "make_datapath", "serve"]
 
@@ -76,10 +75,11 @@ Service = Callable[[ServeContext], contextlib.AbstractContextManager[Any]]
 
 
 def make_datapath(policy: pm.Policy, topology: Topology, options: DatapathOptions) -> Datapath:
-    """The Datapath for a live topology.  The ``xdp`` backend gets the ifindex of every
-    port's host-side interface (``ifindexes={port: ifindex}``, the uplink as "uplink") and
+    """The Datapath for a live topology.  A backend that attaches to the ports
+    (``BackendInfo.attaches_to_ports``, e.g. ``xdp``) gets the ifindex of every port's
+    host-side interface (``ifindexes={port: ifindex}``, the uplink as "uplink") and
     ``attach=True``: it attaches its program there, and its redirects go there."""
-    if options.nic == "xdp":
+    if attaches_to_ports(options.nic):
         args = {"ifindexes": topology.host_ifindexes(), "attach": True, **options.backend_args}
         options = replace(options, backend_args=args)
     return Datapath(policy, options)
@@ -101,8 +101,7 @@ def serve(policy: pm.Policy, policy_path: str | os.PathLike[str], opts: UpOption
         raise DaemonError("hostsdn up needs root (network namespaces, AF_PACKET)")
     rundir.check_not_running(policy_path)
     check_tools()                                   # a missing tool fails before any I/O
-    if opts.datapath.nic != "none":
-        get_backend_factory(opts.datapath.nic)      # an unknown backend fails before any I/O
+    attaches_to_ports(opts.datapath.nic)            # an unknown backend fails before any I/O
     handler = setup_logging(opts.log_format, stream)
     log = up_logger()
     topo = Topology(policy, uplink_ns=opts.uplink_ns, remote_ips=opts.remote_ips)
@@ -157,7 +156,7 @@ def serve(policy: pm.Policy, policy_path: str | os.PathLike[str], opts: UpOption
             def on_reload() -> None:
                 reloader.reload_file()
 
-            slow = SlowPath(dp, ports, exceptions_only=opts.datapath.nic == "xdp",
+            slow = SlowPath(dp, ports, exceptions_only=attaches_to_ports(opts.datapath.nic),
                             status_interval=opts.status_interval, logger=log,
                             on_reload=on_reload, control=control)
             ctx = ServeContext(policy, policy_file, str(policy_path), opts, topo.plan, dp, slow,

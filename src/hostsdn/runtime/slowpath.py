@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hostsdn.nic.datapath import Datapath, DatapathSummary, DpResult
-from hostsdn.offload.backend import NicBackend
+from hostsdn.offload.backend import CountsOwnHits, NicBackend, backend_info
 from hostsdn.runtime.afpacket import PacketPort
 from hostsdn.runtime.control import ControlChannel
 from hostsdn.runtime.logs import log_event, up_logger
 
-__all__ = ["BATCH", "SETUP_BUCKETS", "TICK", "LatencyHistogram", "SlowPath", "UpStatus", "nic_hits",
+__all__ = ["BATCH", "SETUP_BUCKETS", "TICK", "LatencyHistogram", "SlowPath", "UpStatus", "attaches_to_ports", "nic_hits",
            "receive_exception"]
 
 TICK = 1.0
@@ -291,13 +291,20 @@ class UpStatus:
 
 
 def nic_hits(backend: NicBackend) -> int:
-    """Packets a live NIC handled on its own: the backend's ``hit_count()`` if it has one,
-    else the packet counters of the entries it holds now (a frame between two local VMs
-    counts in its out- and its in-entry; entries gone take their counts with them)."""
-    hit_count = getattr(backend, "hit_count", None)
-    if callable(hit_count):
-        return int(hit_count())
+    """Packets a live NIC handled on its own: its ``hit_count()`` if it counts them
+    (``CountsOwnHits``), else the packet counters of the entries it holds now (a frame
+    between two local VMs counts in its out- and its in-entry; entries gone take their
+    counts with them)."""
+    if isinstance(backend, CountsOwnHits):
+        return backend.hit_count()
     return sum(st.packets for st in backend.flow_stats().values())
+
+
+def attaches_to_ports(nic: str) -> bool:
+    """Whether the backend ``nic`` attaches to the ports' interfaces live (the slow path
+    then sees only its exceptions, ``exceptions_only``); False for ``none``.  An unknown
+    name raises NicError."""
+    return nic != "none" and backend_info(nic).attaches_to_ports
 
 
 def _drain(fd: int) -> None:
