@@ -20,19 +20,15 @@ from hostsdn.flows.keys import conn_identity, key_delta, normalize, reply_key
 from hostsdn.flows.meter import MeterTable
 from hostsdn.flows.nat import SnatAllocator
 from hostsdn.flows.table import ConnEntry, DropReason, LayerConn, PortTables
-from hostsdn.packet import build_vxlan_template
 from hostsdn.packet.constants import (
-    ETH_P_IPV4,
-    ETH_P_IPV6,
     ICMP_ECHO_REQUEST,
     ICMP_PROTOCOLS,
     ICMPV6_ECHO_REQUEST,
-    IPPROTO_UDP,
     PORT_PROTOCOLS,
-    VXLAN_PORT,
 )
 from hostsdn.packet.key import FRAG_LATER, NO_VNI, FlowKey
 from hostsdn.packet.transposition import IDENTITY, Transposition
+from hostsdn.packet.tunnels import tunnel_for, tunnel_of_key
 from hostsdn.policy import model as pm
 from hostsdn.policy.classifier import Classifier
 
@@ -115,7 +111,7 @@ class WalkResult:
 
 
 class TemplateFactory:
-    """Builds (and caches) VXLAN outer-header templates from an outer key."""
+    """Builds (and caches) outer-header templates from an outer key (``packet.tunnels``)."""
 
     def __init__(self) -> None:
         self._cache: dict[FlowKey, bytes] = {}
@@ -124,10 +120,9 @@ class TemplateFactory:
         k = outer._replace(inner=None)
         t = self._cache.get(k)
         if t is None:
-            t = build_vxlan_template(src_mac=outer.src_mac, dst_mac=outer.dst_mac,
-                                     src_ip=outer.src_ip, dst_ip=outer.dst_ip,
-                                     ip_version=outer.ip_version, src_port=outer.src_port,
-                                     vni=outer.vni, tos=outer.dscp << 2)
+            tunnel = tunnel_of_key(outer)
+            assert tunnel is not None, "an encap's outer key is a tunnel key"
+            t = tunnel.build_template(outer)
             if len(self._cache) > 65536:
                 self._cache.clear()
             self._cache[k] = t
@@ -163,12 +158,10 @@ class Walker:
         up = self.policy.uplink
         inner = key._replace(dst_mac=entry.mac, vni=NO_VNI, inner=None)
         res.pushed = True
-        return FlowKey(vlans=(), src_mac=up.mac, dst_mac=up.gateway_mac,
-                       ethertype=ETH_P_IPV4 if entry.pa_version == 4 else ETH_P_IPV6,
-                       ip_version=entry.pa_version, src_ip=up.ip, dst_ip=entry.pa,
-                       proto=IPPROTO_UDP,
-                       dscp=0, src_port=entropy_port(inner), dst_port=VXLAN_PORT, frag=0,
-                       vni=action.vni, inner=inner)
+        tunnel = tunnel_for(action.kind.value, entry.pa_version)
+        return tunnel.outer_key(src_mac=up.mac, dst_mac=up.gateway_mac, src_ip=up.ip,
+                                dst_ip=entry.pa, vni=action.vni,
+                                src_port=entropy_port(inner), inner=inner)
 
     def _snat(self, key: FlowKey, a: pm.Snat, res: WalkResult) -> FlowKey | None:
         if key.ip_version != a.version:

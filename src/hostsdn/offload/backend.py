@@ -18,9 +18,10 @@ from typing import Protocol, runtime_checkable
 from hostsdn.direction import Direction
 from hostsdn.errors import NicError
 from hostsdn.flows.table import DropReason
-from hostsdn.packet.constants import IPPROTO_GRE, IPPROTO_SCTP
+from hostsdn.packet.constants import IPPROTO_SCTP
 from hostsdn.packet.key import FlowKey
 from hostsdn.packet.transposition import Transposition
+from hostsdn.packet.tunnels import tunnel_of_key, tunnel_of_template
 from hostsdn.policy import model as pm
 
 
@@ -40,7 +41,10 @@ class Feature(enum.Enum):
     REWRITE_PORT = "rewrite_port"
     SET_DSCP = "set_dscp"
     ENCAP_VXLAN = "encap_vxlan"
+    """Push VXLAN over IPv4 (the rows of ``packet.tunnels`` name the encap features)."""
     ENCAP_VXLAN_IPV6 = "encap_vxlan_ipv6"
+    ENCAP_NVGRE = "encap_nvgre"
+    """Push NVGRE (over IPv4 or IPv6)."""
     DECAP = "decap"
     METER = "meter"
     IPV6 = "ipv6"
@@ -48,6 +52,7 @@ class Feature(enum.Enum):
     MULTI_VLAN = "multi_vlan"
     IP_FRAGMENTS = "ip_fragments"
     NVGRE = "nvgre"
+    """Hold keys of NVGRE frames (match on the VSID and the inner frame)."""
     LOCAL_FORWARD = "local_forward"
     SCTP = "sctp"
     """Key SCTP packets by their ports and rewrite those (redoing the CRC32c)."""
@@ -187,7 +192,7 @@ def required_features(entry: NicEntry, *, uplink_ports: Iterable[str] = ()) -> s
     if t.set_dscp is not None:
         need.add(Feature.SET_DSCP)
     if t.encap is not None:
-        need.add(Feature.ENCAP_VXLAN if len(t.encap) == 50 else Feature.ENCAP_VXLAN_IPV6)
+        need.add(Feature(tunnel_of_template(t.encap).encap_feature))
     if t.decap:
         need.add(Feature.DECAP)
     if entry.meters:
@@ -203,8 +208,9 @@ def required_features(entry: NicEntry, *, uplink_ports: Iterable[str] = ()) -> s
             need.add(Feature.IP_FRAGMENTS)
         if kk.proto == IPPROTO_SCTP:
             need.add(Feature.SCTP)
-    if k.inner is not None and k.proto == IPPROTO_GRE:
-        need.add(Feature.NVGRE)
+    tunnel = tunnel_of_key(k)
+    if tunnel is not None and tunnel.match_feature is not None:
+        need.add(Feature(tunnel.match_feature))
     if entry.next_key is not None:
         need.add(Feature.LOCAL_FORWARD)
     return need

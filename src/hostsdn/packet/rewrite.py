@@ -50,14 +50,14 @@ import struct
 
 from . import malformed
 from .checksum import internet_checksum, pseudo_header_sum, sctp_checksum
-from .constants import VXLAN_PORT
+from .constants import IPPROTO_GRE, IPPROTO_UDP, VXLAN_PORT
 from .fastpath import TUNNEL_NONE, _walk
 from .key import FRAG_FIRST, FRAG_LATER
 from .transposition import Transposition
 
-__all__ = ["apply_transposition", "encap_inner_offset", "inner_frame_span"]
+__all__ = ["apply_transposition", "encap_inner_offset", "inner_frame_span", "template_layout"]
 
-_ENCAP_UDP, _ENCAP_GRE = 1, 2
+_ENCAP_UDP, _ENCAP_GRE = IPPROTO_UDP, IPPROTO_GRE
 _ICMP_ECHO = (0, 8)
 _ICMPV6_ECHO = (128, 129)
 
@@ -247,8 +247,9 @@ def _rewrite(buf: bytearray, t: Transposition) -> None:
             buf[l3 + 1] = (traffic_class & 0xF) << 4 | (buf[l3 + 1] & 0xF)
 
 
-def _template_layout(template: bytes) -> tuple[int, int, int, int]:
-    """``(kind, ip_version, l3 offset, l4 offset)`` of an encap template (cached)."""
+def template_layout(template: bytes) -> tuple[int, int, int, int]:
+    """``(outer IP protocol, ip_version, l3 offset, l4 offset)`` of an encap template
+    (cached); ``ValueError`` when it is not one ``apply_transposition`` can push."""
     layout = _template_cache.get(template)
     if layout is not None:
         return layout
@@ -289,7 +290,7 @@ def _template_layout(template: bytes) -> tuple[int, int, int, int]:
 
 
 def _encap(template: bytes, frame: bytearray) -> bytes:
-    kind, version, l3, l4 = _template_layout(template)
+    kind, version, l3, l4 = template_layout(template)
     out = bytearray(template)
     out += frame
     total = len(out)

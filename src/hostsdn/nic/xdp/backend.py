@@ -58,7 +58,8 @@ UPLINK_ID = 0
 FEW_STATS_RATIO = 8
 # SCTP: the program has no SCTP ports in its keys and no CRC32c; it passes SCTP to the host.
 XDP_FEATURES = ALL_FEATURES - {Feature.METER, Feature.IP_FRAGMENTS, Feature.MULTI_VLAN,
-                               Feature.NVGRE, Feature.ENCAP_VXLAN_IPV6, Feature.SCTP}
+                               Feature.NVGRE, Feature.ENCAP_VXLAN_IPV6, Feature.ENCAP_NVGRE,
+                               Feature.SCTP}
 
 
 _INSTANCES = itertools.count(1)

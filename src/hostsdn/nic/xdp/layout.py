@@ -41,6 +41,7 @@ from hostsdn.packet.constants import (
 )
 from hostsdn.packet.key import FRAG_NONE, NO_VNI, FlowKey
 from hostsdn.packet.transposition import Transposition
+from hostsdn.packet.tunnels import TUNNELS, TunnelKind, tunnel_of_key, tunnel_of_template
 
 __all__ = [
     "ACT_F_DECAP",
@@ -101,7 +102,8 @@ SET_DSCP = 1 << 6
 HIT_OUT = 1 << 0
 HIT_IN = 1 << 1
 
-ENCAP_LEN = 50
+ENCAP_LEN = TUNNELS[TunnelKind.VXLAN_IPV4].header_len
+"""The program pushes untagged VXLAN over IPv4 only (``struct flow_action.encap``)."""
 
 
 class PortKind(IntEnum):
@@ -316,7 +318,9 @@ def unsupported_reason(key: FlowKey) -> str | None:
         return None
     if key.inner is None:
         return "VNI without an inner key"
-    if key.ip_version != 4 or key.proto != IPPROTO_UDP or key.dst_port != VXLAN_PORT:
+    tunnel = tunnel_of_key(key)
+    if tunnel is None or tunnel.kind is not TunnelKind.VXLAN_IPV4 \
+            or key.dst_port != tunnel.dst_port:
         return "tunnel other than VXLAN over IPv4"
     if not 0 <= key.vni < (1 << 24):
         return "VNI out of range"
@@ -410,6 +414,13 @@ def _check_encap(template: bytes) -> None:
     if len(template) != ENCAP_LEN:
         raise NicError(f"encap template of {len(template)} bytes: the xdp datapath pushes "
                        f"only {ENCAP_LEN}-byte Ethernet/IPv4/UDP/VXLAN templates")
+    try:
+        kind = tunnel_of_template(template).kind
+    except ValueError as exc:
+        raise NicError(f"encap template: {exc}") from None
+    if kind is not TunnelKind.VXLAN_IPV4:
+        raise NicError(f"encap template of a {kind} tunnel: the xdp datapath pushes only "
+                       f"{TunnelKind.VXLAN_IPV4}")
     if (template[12:14] != ETH_P_IPV4.to_bytes(2, "big") or template[14] != 0x45
             or template[23] != IPPROTO_UDP
             or template[36:38] != VXLAN_PORT.to_bytes(2, "big") or not template[42] & 0x08):
