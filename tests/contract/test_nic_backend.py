@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 import hostsdn.nic  # noqa: F401  (registers the backends)
-from frames import DB_MAC, ROUTER_MAC, UPLINK_MAC, VM_GW_MAC, WEB_MAC, tcp
+from frames import DB_MAC, REMOTE_MAC, ROUTER_MAC, UPLINK_MAC, VM_GW_MAC, WEB_MAC, tcp
 from hostsdn.direction import Direction
 from hostsdn.errors import NicError
 from hostsdn.flows.keys import normalize
@@ -17,21 +17,26 @@ from hostsdn.flows.meter import MeterTable
 from hostsdn.flows.table import DropReason
 from hostsdn.offload.backend import (
     Capabilities,
+    CountsOwnHits,
+    Feature,
     FlowOp,
     NicBackend,
     NicEntry,
     OpError,
     OpKind,
+    backend_info,
     backend_names,
     get_backend_factory,
+    required_features,
 )
 from hostsdn.packet import apply_transposition, flow_key
 from hostsdn.packet.transposition import IDENTITY, Transposition
+from hostsdn.packet.tunnels import TUNNELS, TunnelKind, tunnel_of_key
 
 
-def make_backend(name: str, policy, **kw) -> NicBackend:
+def make_backend(name: str, policy, meters: MeterTable | None = None, **kw) -> NicBackend:
     try:
-        return get_backend_factory(name)(policy=policy, meters=MeterTable(), **kw)
+        return get_backend_factory(name)(policy=policy, meters=meters or MeterTable(), **kw)
     except NicError as exc:  # e.g. no BPF syscall / not root
         pytest.skip(f"{name} backend unavailable here: {exc}")
 
@@ -150,3 +155,133 @@ def test_broadcast_and_malformed_are_exceptions(nic):
     assert not nic.receive(b"\xff" * 6 + bytes.fromhex(WEB_MAC.replace(":", "")) + b"\x08\x06"
                            + b"\x00" * 28, "web", 1.0).hit
     assert not nic.receive(b"\x00\x01", "web", 1.0).hit
+
+
+# -- MODIFY -------------------------------------------------------------------------------
+
+def test_modify_replaces_the_actions_and_keeps_the_counters(nic):
+    frame = syn_to_internet(3001)
+    first = Transposition(set_src_port=1111)
+    second = Transposition(set_src_port=2222, set_dscp=10)
+    assert nic.operate([FlowOp(OpKind.ADD, 1, out_entry(frame, first))])[0].ok
+    assert nic.receive(frame, "web", 1.0).outputs == [("uplink", apply_transposition(frame,
+                                                                                     first))]
+    [r] = nic.operate([FlowOp(OpKind.MODIFY, 1, out_entry(frame, second))])
+    assert r.ok, r
+    rx = nic.receive(frame, "web", 2.0)
+    assert rx.hit and rx.outputs == [("uplink", apply_transposition(frame, second))]
+    assert nic.dump_flows()[1].transposition == second
+    assert nic.flow_count() == 1 and nic.flow_stats([1])[1].packets == 2
+
+
+def test_modify_to_drop_reports_the_new_reason(nic):
+    frame = syn_to_internet(3002)
+    nic.operate([FlowOp(OpKind.ADD, 1, out_entry(frame))])
+    nic.operate([FlowOp(OpKind.MODIFY, 1, out_entry(frame, drop=True,
+                                                    drop_reason=DropReason.HAIRPIN))])
+    rx = nic.receive(frame, "web", 1.0)
+    assert rx.hit and rx.outputs == [] and rx.drops == [("web", DropReason.HAIRPIN)]
+
+
+def test_modify_cannot_move_an_entry_or_invent_one(nic):
+    f1, f2 = syn_to_internet(3003), syn_to_internet(3004)
+    nic.operate([FlowOp(OpKind.ADD, 1, out_entry(f1))])
+    results = nic.operate([FlowOp(OpKind.MODIFY, 1, out_entry(f2)),     # another match
+                           FlowOp(OpKind.MODIFY, 7, out_entry(f2)),     # no such handle
+                           FlowOp(OpKind.MODIFY, 1)])                   # no entry
+    assert [r.error for r in results] == [OpError.MATCH_CHANGED, OpError.NO_SUCH_FLOW,
+                                          OpError.MISSING_ENTRY]
+    assert nic.receive(f1, "web", 1.0).hit and not nic.receive(f2, "web", 1.0).hit
+    assert nic.dump_flows()[1].key == normalize(flow_key(f1))
+
+
+# -- meters -------------------------------------------------------------------------------
+
+@pytest.fixture(params=backend_names())
+def metered_nic(request, example_policy):
+    meters = MeterTable()
+    meters.ensure("m1", rate=2.0, burst=2.0, per_bit=False)       # 2 packets, 2 pps
+    b = make_backend(request.param, example_policy, meters=meters, out_capacity=8,
+                     in_capacity=8)
+    yield b, meters
+    b.close()
+
+
+def test_meters_police_in_the_nic_or_the_entry_is_refused(metered_nic):
+    nic, meters = metered_nic
+    frame = syn_to_internet(3101)
+    [r] = nic.operate([FlowOp(OpKind.ADD, 1, out_entry(frame, meters=("m1",)))])
+    if Feature.METER not in nic.capabilities().features:
+        assert r.error is OpError.UNSUPPORTED and nic.flow_count() == 0
+        assert not nic.receive(frame, "web", 1.0).hit
+        return
+    assert r.ok, r
+    verdicts = [nic.receive(frame, "web", 1.0) for _ in range(3)]
+    assert [bool(v.outputs) for v in verdicts] == [True, True, False]   # the burst is 2
+    assert verdicts[2].hit and verdicts[2].drops == [("web", DropReason.METER)]
+    # the NIC charges the host's bucket: one table, whoever processes the packet
+    assert not meters.meters["m1"].admit(len(frame), 1.0)
+    assert nic.receive(frame, "web", 2.0).outputs                        # refilled
+
+
+# -- tunnels ------------------------------------------------------------------------------
+
+def _tunnel_entry(kind: TunnelKind, frame: bytes) -> tuple[NicEntry, Transposition]:
+    tunnel = TUNNELS[kind]
+    inner = flow_key(frame)
+    src, dst = (1, 2) if tunnel.ip_version == 4 else (0x20010DB8 << 96 | 1, 0x20010DB8 << 96 | 2)
+    outer = tunnel.outer_key(src_mac=bytes.fromhex(UPLINK_MAC.replace(":", "")),
+                             dst_mac=bytes.fromhex(ROUTER_MAC.replace(":", "")),
+                             src_ip=src, dst_ip=dst, vni=5001, src_port=50000, inner=inner)
+    t = Transposition(set_dst_mac=bytes.fromhex(DB_MAC.replace(":", "")),
+                      encap=tunnel.build_template(outer))
+    return out_entry(frame, t), t
+
+
+@pytest.mark.parametrize("kind", list(TunnelKind))
+def test_encap_in_the_nic_or_refused(nic, kind):
+    frame = syn_to_internet(3200)
+    entry, t = _tunnel_entry(kind, frame)
+    [r] = nic.operate([FlowOp(OpKind.ADD, 1, entry)])
+    if Feature(TUNNELS[kind].encap_feature) not in nic.capabilities().features:
+        assert r.error is OpError.UNSUPPORTED and nic.flow_count() == 0
+        return
+    assert r.ok, r
+    rx = nic.receive(frame, "web", 1.0)
+    assert rx.hit and rx.outputs == [("uplink", apply_transposition(frame, t))]
+    assert tunnel_of_key(flow_key(rx.outputs[0][1])) is TUNNELS[kind]
+
+
+@pytest.mark.parametrize("kind", list(TunnelKind))
+def test_decap_in_the_nic_or_refused(nic, kind):
+    inner = tcp(REMOTE_MAC, WEB_MAC, "10.1.0.5", "10.1.0.4", 22, 40100, "A")
+    # the frame a remote VTEP sends to this host: the encap of the tunnel table, reversed
+    tunnel = TUNNELS[kind]
+    src, dst = (0xC0000202, 0xC0000201) if tunnel.ip_version == 4 else (
+        0x20010DB8 << 96 | 2, 0x20010DB8 << 96 | 1)
+    outer = tunnel.outer_key(src_mac=bytes.fromhex(ROUTER_MAC.replace(":", "")),
+                             dst_mac=bytes.fromhex(UPLINK_MAC.replace(":", "")),
+                             src_ip=src, dst_ip=dst, vni=5001, src_port=51234,
+                             inner=flow_key(inner))
+    wire = apply_transposition(inner, Transposition(encap=tunnel.build_template(outer)))
+    t = Transposition(decap=True)
+    e = NicEntry(direction=Direction.IN, port="web", key=normalize(flow_key(wire)),
+                 transposition=t, dest="web")
+    [r] = nic.operate([FlowOp(OpKind.ADD, 1, e)])
+    if not required_features(e) <= nic.capabilities().features:
+        assert r.error is OpError.UNSUPPORTED
+    if not r.ok:        # also a key the datapath can never compute (xdp: VXLAN over IPv6)
+        assert r.error is OpError.UNSUPPORTED and nic.flow_count() == 0
+        assert not nic.receive(wire, "uplink", 1.0).hit
+        return
+    rx = nic.receive(wire, "uplink", 1.0)
+    assert rx.hit and rx.outputs == [("web", inner)]
+
+
+def test_registered_backends_declare_what_the_runtime_asks(nic):
+    info = backend_info(nic.name)
+    assert info.name == nic.name
+    assert isinstance(nic, NicBackend)
+    # a live backend that attaches to the ports must count its own hits (the loop never
+    # sees them)
+    assert not info.attaches_to_ports or isinstance(nic, CountsOwnHits)

@@ -82,8 +82,12 @@ class CacheTable:
             return OpResult(op.handle, OpError.UNSUPPORTED,
                             "needs " + ",".join(sorted(f.value for f in missing)))
         if op.kind is OpKind.MODIFY:
-            return None if op.handle in self.entries else OpResult(op.handle,
-                                                                   OpError.NO_SUCH_FLOW)
+            old = self.entries.get(op.handle)
+            if old is None:
+                return OpResult(op.handle, OpError.NO_SUCH_FLOW)
+            if old.direction is not e.direction or self.index_key(old) != self.index_key(e):
+                return OpResult(op.handle, OpError.MATCH_CHANGED)
+            return None
         if op.handle in self.entries:
             return OpResult(op.handle, OpError.HANDLE_IN_USE)
         ik = self.index_key(e)

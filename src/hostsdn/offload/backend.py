@@ -109,6 +109,9 @@ class OpError(enum.Enum):
     MISSING_ENTRY = "missing_entry"
     """ADD or MODIFY without an entry."""
     HANDLE_IN_USE = "handle_in_use"
+    MATCH_CHANGED = "match_changed"
+    """MODIFY replaces an entry's actions; its direction, port and match stay (OVS
+    ``flow_mod`` modify): delete and add to move an entry."""
     DUPLICATE_MATCH = "duplicate_match"
     """Another entry already holds this match in this direction."""
     CACHE_FULL = "cache_full"
