@@ -110,20 +110,30 @@ class SimNic:
             return self._miss(in_port)
         entries = [self.table.entries[h] for h in stages]
         rx = NicRx(hit=True, handles=stages)
-        self.counters["hits"] += 1
+        used: list[tuple[int, int]] = []           # (handle, frame length at that stage)
         for h, entry in zip(stages, entries):
-            self.table.hit(h, len(frame), now)
+            used.append((h, len(frame)))
             if entry.drop:
                 rx.drops.append((entry.port, entry.drop_reason or DropReason.BLOCKED))
-                return rx
+                break
             if entry.meters and self.meters.admit_all(entry.meters, len(frame), now) is not None:
                 rx.drops.append((entry.port, DropReason.METER))
-                return rx
+                break
             t = entry.transposition
-            frame = frame if t.is_identity else apply_transposition(frame, t)
-        last = entries[-1]
-        rx.outputs.append((last.dest if last.direction is Direction.OUT else last.port,
-                           frame))
+            if not t.is_identity:
+                try:
+                    frame = apply_transposition(frame, t)
+                except PacketError:
+                    # the actions do not apply to this frame (a decap of a frame that is
+                    # no tunnel): the host decides, as the XDP program passes it
+                    return self._miss(in_port)
+        else:
+            last = entries[-1]
+            rx.outputs.append((last.dest if last.direction is Direction.OUT else last.port,
+                               frame))
+        self.counters["hits"] += 1
+        for h, nbytes in used:
+            self.table.hit(h, nbytes, now)
         return rx
 
     def lookup(self, frame: bytes, in_port: str) -> tuple[list[int], NicMiss | None]:

@@ -6,7 +6,10 @@ frames come from the host's reference ``hostsdn.packet.apply_transposition`` (an
 ``build_vxlan_template``): the NIC must produce them byte for byte.
 
 The table is backend-neutral data (ports by id, flows as Transpositions): the XDP tests
-run it through BPF_PROG_TEST_RUN; a simnic test can run the very same table.
+run it through BPF_PROG_TEST_RUN (tests/kernel/test_xdp_datapath.py), the simnic test
+(tests/unit/test_xdp_cases_simnic.py) runs the very same table without root.  Cases
+tagged ``XDP_LIMIT`` are frames the program declares it leaves to the host although the
+model NIC could process them; every other PASS is a miss on any NIC.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ from hostsdn.packet import (
 def flow_key(frame: bytes):
     return normalize(raw_flow_key(frame))
 from hostsdn.packet.ethernet import EthernetHeader, VlanTag
+
+XDP_LIMIT = "xdp_limit"
+"""Tag: the program passes this frame to the host by its own limits, not by the flows."""
 
 # ----------------------------------------------------------------- topology
 UPLINK, VM1, VM2, VM3 = 0, 1, 2, 3
@@ -314,10 +320,11 @@ CASES: list[Case] = [
           in_flow(_LOCAL_KEY_AFTER_OUT, dest=None, drop=True)),
          "DROP", LOCAL_TCP, None, Reason.DROP, hit_out=True, hit_in=True),
     _pass("local VM->VM with an encap -> PASS (declared)", VM1, LOCAL_TCP,
-          (out_flow(LOCAL_TCP, ENCAP, dest=VM2),), Reason.LOCAL_ENCAP, hit_out=True),
+          (out_flow(LOCAL_TCP, ENCAP, dest=VM2),), Reason.LOCAL_ENCAP, hit_out=True,
+          tags=(XDP_LIMIT,)),
     _pass("local VM->VM whose rewrite makes the frame VXLAN (UDP 4789) -> PASS", VM1, UDP4,
           (out_flow(UDP4, Transposition(set_dst_port=4789), dest=VM2),), Reason.UNSUPPORTED,
-          hit_out=True),
+          hit_out=True, tags=(XDP_LIMIT,)),
 ]
 
 # Frames whose keys the program computes exactly like hostsdn.packet.flow_key
