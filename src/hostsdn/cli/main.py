@@ -508,9 +508,18 @@ class _Skip:
 
 def _flow_filter(port: str | None, direction: str | None, state: str | None,
                  proto: str | None, ip: str | None, l4_port: int | None) -> Any:
+    from hostsdn.direction import Direction
     from hostsdn.nic.flowdump import FlowFilter
+    from hostsdn.packet.constants import (
+        IPPROTO_ICMP,
+        IPPROTO_ICMPV6,
+        IPPROTO_SCTP,
+        IPPROTO_TCP,
+        IPPROTO_UDP,
+    )
 
-    protos = {"tcp": 6, "udp": 17, "icmp": 1, "icmp6": 58, "sctp": 132}
+    protos = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP, "icmp": IPPROTO_ICMP,
+              "icmp6": IPPROTO_ICMPV6, "sctp": IPPROTO_SCTP}
     number = None
     if proto is not None:
         number = protos.get(proto.lower())
@@ -520,7 +529,8 @@ def _flow_filter(port: str | None, direction: str | None, state: str | None,
             except ValueError:
                 raise click.BadParameter(f"{proto!r} is not tcp, udp, icmp, icmp6, sctp or a "
                                          "number", param_hint="--proto") from None
-    return FlowFilter(port=port, direction=direction, state=state, proto=number, ip=ip,
+    return FlowFilter(port=port, direction=Direction(direction) if direction else None,
+                      state=state, proto=number, ip=ip,
                       l4_port=l4_port)
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hostsdn.direction import Direction
 from hostsdn.flows.table import Flow
 from hostsdn.nic.trace import RuleBook, describe_key, describe_transposition
 from hostsdn.packet.key import FlowKey
@@ -30,8 +31,7 @@ class FlowFilter:
     """Which flows to list; every given field must match."""
 
     port: str | None = None
-    direction: str | None = None
-    """``out`` or ``in``."""
+    direction: Direction | None = None
     state: str | None = None
     """One of ``OFFLOAD_STATES``."""
     proto: int | None = None
@@ -43,7 +43,7 @@ class FlowFilter:
     def matches(self, flow: Flow, state: str) -> bool:
         if self.port is not None and flow.port != self.port:
             return False
-        if self.direction is not None and flow.direction.value != self.direction:
+        if self.direction is not None and flow.direction is not self.direction:
             return False
         if self.state is not None and state != self.state:
             return False
