@@ -11,6 +11,31 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from hostsdn.direction import Direction
+from hostsdn.errors import NicError
+from hostsdn.flows.keys import normalize
+from hostsdn.nic.xdp.datapath import XdpDatapath, XdpVerdict
+from hostsdn.nic.xdp.layout import (
+    Reason,
+    decode_action,
+    encode_action,
+    encode_key,
+    unsupported_reason,
+)
+from hostsdn.packet import (
+    Transposition,
+    apply_transposition,
+    build_vxlan_template,
+    make_icmp_echo,
+    make_tcp,
+    make_udp,
+    make_vxlan,
+    verify_checksums,
+)
+from hostsdn.packet import (
+    flow_key as raw_flow_key,
+)
 from xdp_cases import (
     ARP_REPLY,
     ARP_REQUEST,
@@ -39,31 +64,6 @@ from xdp_cases import (
     FlowSpec,
     in_flow,
     out_flow,
-)
-
-from hostsdn.direction import Direction
-from hostsdn.errors import NicError
-from hostsdn.flows.keys import normalize
-from hostsdn.nic.xdp.datapath import XdpDatapath, XdpVerdict
-from hostsdn.nic.xdp.layout import (
-    Reason,
-    decode_action,
-    encode_action,
-    encode_key,
-    unsupported_reason,
-)
-from hostsdn.packet import (
-    Transposition,
-    apply_transposition,
-    build_vxlan_template,
-    make_icmp_echo,
-    make_tcp,
-    make_udp,
-    make_vxlan,
-    verify_checksums,
-)
-from hostsdn.packet import (
-    flow_key as raw_flow_key,
 )
 
 
