@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from frames import sctp
+from frames import ROUTER_MAC, UPLINK_MAC, VM_GW_MAC, WEB, WEB_MAC, sctp, tcp, udp
 from hostsdn.nic.datapath import Datapath, DatapathOptions
 from hostsdn.offload.backend import Feature
 from hostsdn.policy.loader import load_policy_text
@@ -137,3 +137,64 @@ def sctp_association(sport, public_port, n, start=1.0, gap=0.01):
                                       public_port, b"r" * (i + 1)), UPLINK))
         t += gap
     return out
+
+
+# Replies of connections (issue 9 section 2): DSCP-changed replies, a second router MAC,
+# an inbound connection to a VM's address sent to the uplink MAC, whatever the layer order.
+INTERNET = "93.184.216.34"
+CLIENT = "198.51.100.7"
+ROUTER2_MAC = "02:00:00:00:ee:02"
+NAT_IP = "203.0.113.9"
+REPLIES_POLICY = """\
+version: 1
+uplink: {mac: "02:00:00:00:ff:01", ip: 192.0.2.1, gateway_mac: "02:00:00:00:ee:01"}
+ports:
+  - {name: web, mac: "02:00:00:00:00:01", ips: ["10.1.0.4/24"], layers: [%s]}
+layers:
+  - name: acl
+    stateful: true
+    default: block
+    outbound: [{priority: 1, match: {proto: tcp}, action: allow}]
+    inbound: [{priority: 1, match: {proto: tcp, dst_port: 22}, action: allow}]
+  - name: nat
+    default: allow
+    outbound:
+      - {priority: 1, match: {dst_ip: "0.0.0.0/0"},
+         action: {snat: {ip: 203.0.113.9, ports: "1024-2000"}}}
+  - name: mark
+    default: allow
+    outbound: [{priority: 1, match: {proto: tcp}, action: {set_dscp: 10}}]
+"""
+REPLY_ORDERS = ["acl, nat", "nat, acl", "acl, nat, mark", "mark, nat, acl", "nat, mark, acl"]
+
+
+def replies_policy(order):
+    """A stateful ACL, SNAT and a DSCP mark, in the given order (top first)."""
+    return load_policy_text(REPLIES_POLICY % order, "replies.yaml")
+
+
+
+def reply_frames():
+    """A conversation with every kind of reply: DSCP, second router, inbound SSH (the
+    first NAT port of the policy's range is 1024)."""
+    frames = [(1.0, tcp(WEB_MAC, VM_GW_MAC, WEB, INTERNET, 40000, 443, "S"), "web"),
+              (1.1, tcp(ROUTER_MAC, UPLINK_MAC, INTERNET, NAT_IP, 443, 1024, "SA", tos=0xB8),
+               UPLINK),
+              (1.2, tcp(WEB_MAC, VM_GW_MAC, WEB, INTERNET, 40000, 443, "A"), "web")]
+    for i in range(6):
+        t = 1.3 + i / 10
+        frames.append((t, tcp(WEB_MAC, VM_GW_MAC, WEB, INTERNET, 40000, 443, "PA", b"q"), "web"))
+        frames.append((t + 0.01, tcp(ROUTER2_MAC if i % 2 else ROUTER_MAC, UPLINK_MAC,
+                                     INTERNET, NAT_IP, 443, 1024, "PA", b"r", tos=4 * i),
+                       UPLINK))
+    frames += [(3.0, tcp(ROUTER_MAC, WEB_MAC, CLIENT, WEB, 50000, 22, "S"), UPLINK),
+               (3.1, tcp(WEB_MAC, VM_GW_MAC, WEB, CLIENT, 22, 50000, "SA"), "web"),
+               (3.2, tcp(ROUTER_MAC, UPLINK_MAC, CLIENT, WEB, 50000, 22, "A"), UPLINK)]
+    for i in range(5):
+        t = 3.3 + i / 10
+        frames.append((t, tcp(ROUTER2_MAC, UPLINK_MAC, CLIENT, WEB, 50000, 22, "PA", b"k"),
+                       UPLINK))
+        frames.append((t + 0.01, tcp(WEB_MAC, VM_GW_MAC, WEB, CLIENT, 22, 50000, "PA", b"s",
+                                     tos=8), "web"))
+    frames.append((4.0, udp(ROUTER_MAC, UPLINK_MAC, CLIENT, WEB, 5353, 22), UPLINK))
+    return frames

@@ -18,7 +18,14 @@ from typing import Protocol, cast
 from hostsdn.direction import Direction
 from hostsdn.errors import PacketError
 from hostsdn.flows.conntrack import Side
-from hostsdn.flows.keys import BROADCAST, conn_identity, is_multicast, normalize, reply_key
+from hostsdn.flows.keys import (
+    BROADCAST,
+    NO_DELTA,
+    conn_identity,
+    is_multicast,
+    normalize,
+    reply_key,
+)
 from hostsdn.flows.meter import MeterTable
 from hostsdn.flows.nat import SnatAllocator
 from hostsdn.flows.overlay import CowMap, Shadow
@@ -31,6 +38,8 @@ from hostsdn.flows.pipeline import (
     register,
 )
 from hostsdn.flows.table import (
+    EDGE_IN,
+    EDGE_OUT,
     FLOOD,
     UPLINK,
     ConnEntry,
@@ -118,6 +127,8 @@ class Switch:
         self._templates = TemplateFactory()
         self.ports: dict[str, PortState] = {}
         self._by_mac: dict[bytes, PortState] = {}
+        self._by_ip: dict[tuple[int, int], PortState] = {}
+        """``(ip version, address) -> port`` of the ports' ``ips`` (steering, see steer)."""
         self.policy = policy
         self.walker = Walker(policy, self.meters, self.snat)
         self._install(policy)
@@ -139,6 +150,7 @@ class Switch:
             tables.layer_conns = (tables.layer_conns + [{} for _ in layers])[: len(layers)]
             self.ports[port.name] = PortState(port, layers, tables, gen)
         self._by_mac = {p.port.mac: p for p in self.ports.values()}
+        self._by_ip = {(a.version, a.ip): p for p in self.ports.values() for a in p.port.ips}
         self.policy = policy
         self.walker.policy = policy
 
@@ -203,12 +215,19 @@ class Switch:
             self._remove_flow(flow, OffloadReason.IDLE)
         ps = self.ports.get(conn.port)
         if ps is not None:
+            tables = ps.tables
             for layer_index, k in conn.registrations:
-                if layer_index < len(ps.tables.layer_conns):
-                    conns = ps.tables.layer_conns[layer_index]
-                    entry = conns.get(k)
-                    if entry is not None and entry.conn is conn:
-                        del conns[k]
+                if layer_index == EDGE_OUT:
+                    conns = tables.edge_out
+                elif layer_index == EDGE_IN:
+                    conns = tables.edge_in
+                elif layer_index < len(tables.layer_conns):
+                    conns = tables.layer_conns[layer_index]
+                else:
+                    continue
+                entry = conns.get(k)
+                if entry is not None and entry.conn is conn:
+                    del conns[k]
         for b in conn.nat_bindings:
             self.snat.release(**b)
 
@@ -314,9 +333,12 @@ class Switch:
                 return ps
         nk = conn_identity(key)
         for ps in self.ports.values():
-            if key in ps.tables.in_flows:
+            if key in ps.tables.in_flows or nk in ps.tables.edge_in:
                 return ps
-            if ps.tables.layer_conns and nk in ps.tables.layer_conns[-1]:
+        inner = key.inner if key.inner is not None else key
+        if inner.ip_version:
+            ps = self._by_ip.get((inner.ip_version, inner.dst_ip))
+            if ps is not None:
                 return ps
         for ps in self.ports.values():
             if self._dnat_matches(ps, key):
@@ -389,10 +411,33 @@ class Switch:
             if walk.nat_bindings:
                 conn.nat_bindings += tuple(walk.nat_bindings)
             register(ps.tables, walk, conn, ps.generation)
+            if new_conn and walk.registrations:
+                self._register_edges(ps, direction, walk, conn)
+        if direction is Direction.IN and walk.drop_reason is None:
+            final = walk.final_key
+            if final.dst_mac != ps.port.mac and not is_multicast(final.dst_mac):
+                # steered by its destination address or connection (a frame to the uplink
+                # MAC): delivered to the VM's MAC, or the VM would not take it
+                walk.final_key = final._replace(dst_mac=ps.port.mac)
         flow = self._make_flow(ps, direction, walk, conn, now)
         if (make_reverse and new_conn and walk.drop_reason is None and walk.registrations):
             self._make_reverse(ps, direction, walk, now)
         return flow
+
+    @staticmethod
+    def _register_edges(ps: PortState, direction: Direction, walk: WalkResult,
+                        conn: ConnEntry) -> None:
+        """Where each direction of a new tracked connection starts its walk: its first
+        packet's identity, and its reply's (the reply of the key it leaves with)."""
+        fwd = conn_identity(walk.key)
+        rev = conn_identity(normalize(reply_key(walk.final_key)))
+        rdir = Direction.IN if direction is Direction.OUT else Direction.OUT
+        gen = ps.generation
+        ps.tables.edge(direction)[fwd] = LayerConn(conn, NO_DELTA, Side.ORIGINAL, gen)
+        ps.tables.edge(rdir)[rev] = LayerConn(conn, NO_DELTA, Side.REPLY, gen)
+        edge_index = (EDGE_OUT, EDGE_IN) if direction is Direction.OUT else (EDGE_IN, EDGE_OUT)
+        conn.registrations.append((edge_index[0], fwd))
+        conn.registrations.append((edge_index[1], rev))
 
     def _new_conn(self, ps: PortState, walk: WalkResult, direction: Direction, now: float,
                   *, drop_only: bool) -> ConnEntry:

@@ -11,7 +11,16 @@ import pytest
 from click.testing import CliRunner
 
 from captures import capture_params
-from fidelity import CONFIGS, assert_same, policy_for, sctp_association, sctp_policy
+from fidelity import (
+    CONFIGS,
+    REPLY_ORDERS,
+    assert_same,
+    policy_for,
+    replies_policy,
+    reply_frames,
+    sctp_association,
+    sctp_policy,
+)
 from hostsdn.nic.datapath import DatapathOptions
 from hostsdn.runtime.pcap import read_frames
 
@@ -59,3 +68,12 @@ def test_cli_replay_nic_xdp_json(tmp_path):
     s = json.loads(r.output)
     assert s["nic"] == "xdp" and s["nic_hits"] > 0
     assert s["packets"] == s["forwarded"] + s["dropped"]
+
+
+@pytest.mark.parametrize("order", REPLY_ORDERS)
+def test_replies_whatever_the_layer_order_are_identical_on_xdp(order):
+    """Issue 9 section 2: DSCP-changed replies, a second router MAC, inbound SSH to a VM
+    with outbound SNAT, a frame to the uplink MAC for a VM's address."""
+    ref, sums = assert_same(replies_policy(order), reply_frames(), XDP_CONFIGS)
+    assert ref["drop_reasons"] == {"blocked": 1}
+    assert sums["xdp"]["nic_hits"] > 0

@@ -27,6 +27,7 @@ from frames import (
 from hostsdn.policy.loader import load_policy_text
 
 VM1, VM2 = "10.1.0.4", "10.1.0.6"
+ROUTER2_MAC = "02:00:00:00:ee:02"
 INTERNET = ["8.8.8.8", "1.1.1.1"]
 
 MATCHES = ["{}", "{proto: tcp}", "{proto: udp}", "{proto: icmp}", "{proto: tcp, dst_port: 80}",
@@ -85,7 +86,7 @@ FLAGS = ["S", "SA", "A", "A", "PA", "FA", "R"]
 
 @st.composite
 def events(draw):
-    kind = draw(st.integers(0, 8))
+    kind = draw(st.integers(0, 11))
     flags = draw(st.sampled_from(FLAGS))
     sport = draw(st.sampled_from([40000, 40001, 53000]))
     dport = draw(st.sampled_from([80, 53, 8080, 22]))
@@ -110,7 +111,24 @@ def events(draw):
             icmp_echo(ROUTER_MAC, UPLINK_MAC, far, PUBLIC, 7, reply=True)
     elif kind == 7:
         f = tcp(ROUTER_MAC, UPLINK_MAC, far, PUBLIC, sport, 8080, flags)
+    elif kind == 9:
+        # a reply with another DSCP, or from a second router of the uplink
+        router = draw(st.sampled_from([ROUTER_MAC, ROUTER2_MAC]))
+        tos = draw(st.sampled_from([0, 0x04, 0xB8]))
+        f = tcp(router, UPLINK_MAC, far, PUBLIC, dport, draw(st.sampled_from([sport, 1000])),
+                flags, tos=tos) if draw(st.booleans()) else \
+            udp(router, UPLINK_MAC, far, PUBLIC, 53, sport, tos=tos)
+    elif kind == 11:
+        # the VM answering a connection made to it (inbound), with any DSCP
+        f = tcp(WEB_MAC, VM_GW_MAC, VM1, far, dport, sport, flags,
+                tos=draw(st.sampled_from([0, 8])))
+    elif kind == 10:
+        # an inbound connection to a VM's own address, sent to the uplink's MAC
+        f = tcp(draw(st.sampled_from([ROUTER_MAC, ROUTER2_MAC])), UPLINK_MAC, far,
+                draw(st.sampled_from([VM1, VM2])), sport, dport, flags,
+                tos=draw(st.sampled_from([0, 0x28])))
     else:
+        assert kind == 8
         reply_port = draw(st.sampled_from([sport, 1000, 1001]))
         f = sctp(WEB_MAC, VM_GW_MAC, VM1, far, sport, dport) if draw(st.booleans()) else \
             sctp(ROUTER_MAC, UPLINK_MAC, far, PUBLIC, dport, reply_port)

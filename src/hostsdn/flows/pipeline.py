@@ -197,8 +197,22 @@ class Walker:
     # -- the walk --------------------------------------------------------------------
     def walk(self, port: pm.Port, layers: list[CompiledLayer], tables: PortTables,
              generation: int, direction: Direction, key: FlowKey) -> WalkResult:
-        """Traverse the layers; NAT ports allocated here are released by the caller on drop."""
+        """Traverse the layers; NAT ports allocated here are released by the caller on drop.
+
+        A key whose identity is a known connection's where the walk starts (``tables``'
+        edge entries) belongs to that connection from the first layer on, as does one a
+        layer's connection entry claims on the way.  A packet of a known connection is
+        never NATed by a rule: like Linux ``nf_nat``, NAT is decided by a connection's
+        first packet only, so a layer that had no NAT for the connection (it holds no entry
+        for it) lets its packets pass untranslated: the reply of an inbound connection is
+        not SNATed by an outbound SNAT rule of a lower layer.  Other actions of such a
+        layer's rules apply as to any packet (a stateless layer is stateless)."""
         res = WalkResult(key=key, final_key=key)
+        edges = tables.edge_out if direction is Direction.OUT else tables.edge_in
+        if edges:
+            edge = edges.get(conn_identity(key))
+            if edge is not None and edge.generation == generation and not edge.conn.closed:
+                res.conn, res.side = edge.conn, edge.side
         order = range(len(layers)) if direction is Direction.OUT else range(len(layers) - 1, -1, -1)
         cur = key
         cid: FlowKey | None = None          # conn_identity(cur), computed when first needed
@@ -246,6 +260,8 @@ class Walker:
             before = cur
             nat = False
             for action in actions:
+                if res.conn is not None and isinstance(action, (pm.Snat, pm.Dnat)):
+                    continue                # NAT is decided by a connection's first packet
                 nxt = self._apply(action, cur, res, port, rule, layer)
                 if nxt is None:
                     if res.drop_reason is None:

@@ -48,6 +48,9 @@ class OffloadReason(enum.Enum):
     CONN_STATE = "conn_state"        # TCP not ESTABLISHED: its packets change conntrack state
 
 
+EDGE_OUT, EDGE_IN = -1, -2
+"""``ConnEntry.registrations`` layer indexes of the edge entries (not layers)."""
+
 FLOOD = "*flood*"
 UPLINK = "uplink"
 
@@ -94,6 +97,8 @@ class ConnEntry(Connection):
     generation: int = 0
     flows: list[Flow] = field(default_factory=list)
     registrations: list[tuple[int, FlowKey]] = field(default_factory=list)
+    """``(layer index, identity)`` of the connection's layer entries; the index is
+    ``EDGE_OUT`` / ``EDGE_IN`` for its entries in ``PortTables.edge_out`` / ``edge_in``."""
     nat_bindings: tuple[dict[str, int], ...] = ()
     drop_only: bool = False
 
@@ -141,6 +146,17 @@ class PortTables:
         default_factory=lambda: {Direction.OUT: Traffic(), Direction.IN: Traffic()})
     """The counters of the flows removed from the tables (so the port's totals, live
     flows plus these, only grow)."""
+    edge_out: dict[FlowKey, LayerConn] = field(default_factory=dict)
+    """Connections by the identity (``conn_identity``) their packets have where an outbound
+    walk starts (the VM side): the original direction of connections the VM opened, the
+    replies of those opened towards it.  A walk that starts with a known identity belongs
+    to that connection before any layer is consulted."""
+    edge_in: dict[FlowKey, LayerConn] = field(default_factory=dict)
+    """The same on the wire side (where an inbound walk starts): also what steers a frame
+    from the uplink to the port of its connection."""
+
+    def edge(self, direction: Direction) -> dict[FlowKey, LayerConn]:
+        return self.edge_out if direction is Direction.OUT else self.edge_in
 
     def table(self, direction: Direction) -> dict[FlowKey, Flow]:
         return self.out_flows if direction is Direction.OUT else self.in_flows
