@@ -514,9 +514,12 @@ class Switch:
             tables = PortTables(
                 cast(dict[FlowKey, Flow], CowMap(t.out_flows, copier)),
                 cast(dict[FlowKey, Flow], CowMap(t.in_flows, copier)),
-                [cast(dict[FlowKey, LayerConn], CowMap(c, copier)) for c in t.layer_conns])
+                [cast(dict[FlowKey, LayerConn], CowMap(c, copier)) for c in t.layer_conns],
+                edge_out=cast(dict[FlowKey, LayerConn], CowMap(t.edge_out, copier)),
+                edge_in=cast(dict[FlowKey, LayerConn], CowMap(t.edge_in, copier)))
             sh.ports[name] = PortState(ps.port, ps.layers, tables, ps.generation)
         sh._by_mac = {p.port.mac: p for p in sh.ports.values()}
+        sh._by_ip = {k: sh.ports[p.port.name] for k, p in self._by_ip.items()}
         sh.policy = self.policy
         sh.walker = Walker(self.policy, sh.meters, sh.snat)
         return sh
