@@ -125,6 +125,8 @@ class XdpNic:
             self.close()
             raise
         self.table = CacheTable(self._caps)
+        self._live_base: dict[int, tuple[int, int]] = {}
+        """Live mode: (packets, bytes) an entry had before its last MODIFY."""
 
     # -- test-run interfaces -------------------------------------------------------------
     def _make_test_links(self, policy: pm.Policy) -> dict[str, int]:
@@ -212,9 +214,15 @@ class XdpNic:
             errs = self._dp.delete_flows([m for _, _, m in dels])
             for (i, op, _), err in zip(dels, errs):
                 self.table.remove(op.handle)
+                self._live_base.pop(op.handle, None)
                 results[i] = (OpResult(op.handle) if err is None
                               else OpResult(op.handle, OpError.DEVICE, str(err)))
         if adds:
+            # MODIFY writes a new map value, whose counters start at 0: in live mode the
+            # entry's counts so far become its base (MODIFY keeps counters, see OpKind)
+            modified = [op.handle for _, op, _ in adds if op.kind is OpKind.MODIFY]
+            before = ({h: (st.packets, st.bytes) for h, st in self.flow_stats(modified).items()}
+                      if self.live and modified else {})
             errs = self._dp.add_flows([m for _, _, m in adds])
             for (i, op, _), err in zip(adds, errs):
                 if err is not None:
@@ -222,6 +230,10 @@ class XdpNic:
                     continue
                 assert op.entry is not None
                 self.table.install(op.handle, op.entry)
+                if op.kind is OpKind.ADD:
+                    self._live_base.pop(op.handle, None)
+                elif op.handle in before:
+                    self._live_base[op.handle] = before[op.handle]
                 results[i] = OpResult(op.handle)
         return [r if r is not None else OpResult(op.handle, OpError.DEVICE, "internal")
                 for r, op in zip(results, ops)]
@@ -261,7 +273,8 @@ class XdpNic:
 
     def _set_live_stats(self, handle: int, c: FlowCounters) -> None:
         st = self.table.stats[handle]
-        st.packets, st.bytes = c.packets, c.bytes
+        base_packets, base_bytes = self._live_base.get(handle, (0, 0))
+        st.packets, st.bytes = base_packets + c.packets, base_bytes + c.bytes
         st.last_used = c.last_used_ns / 1e9 if c.last_used_ns else st.last_used
 
     def hit_count(self) -> int:
@@ -279,6 +292,7 @@ class XdpNic:
     def flush(self) -> None:
         self._dp.flush()
         self.table.clear()
+        self._live_base.clear()
 
     def close(self) -> None:
         for ifindex in self._attached:
