@@ -11,7 +11,7 @@ from frames import VM_GW_MAC, WEB_MAC, tcp
 from hostsdn.direction import Direction
 from hostsdn.errors import NicError
 from hostsdn.flows.keys import normalize
-from hostsdn.nic.cachetable import UPLINK
+from hostsdn.flows.table import UPLINK
 from hostsdn.nic.xdp import backend as xdp_backend
 from hostsdn.nic.xdp.backend import XdpNic
 from hostsdn.offload.backend import FlowOp, NicEntry, OpKind

@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from hostsdn.direction import Direction
 from hostsdn.flows.overlay import CowMap
+from hostsdn.flows.table import UPLINK
 from hostsdn.offload.backend import (
     Capabilities,
     FlowOp,
@@ -22,8 +23,6 @@ from hostsdn.offload.backend import (
     required_features,
 )
 from hostsdn.packet.key import FlowKey
-
-UPLINK = "uplink"
 
 
 class NicMiss(enum.Enum):

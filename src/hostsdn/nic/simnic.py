@@ -18,8 +18,8 @@ from hostsdn.direction import Direction
 from hostsdn.errors import PacketError
 from hostsdn.flows.keys import is_multicast, normalize
 from hostsdn.flows.meter import MeterTable
-from hostsdn.flows.table import DropReason
-from hostsdn.nic.cachetable import UPLINK, CacheTable, NicMiss, count_miss
+from hostsdn.flows.table import UPLINK, DropReason
+from hostsdn.nic.cachetable import CacheTable, NicMiss, count_miss
 from hostsdn.offload.backend import (
     ALL_FEATURES,
     Capabilities,

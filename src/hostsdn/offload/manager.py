@@ -39,6 +39,7 @@ from hostsdn.flows.keys import is_multicast
 from hostsdn.flows.overlay import CowMap, Shadow
 from hostsdn.flows.table import (
     FLOOD,
+    UPLINK,
     ConnEntry,
     Flow,
     OffloadReason,
@@ -195,7 +196,7 @@ class OffloadManager:
     def entry_for(self, flow: Flow) -> NicEntry:
         """The flat NIC entry of a host flow."""
         next_key = None
-        if flow.direction is Direction.OUT and flow.dest not in ("uplink", FLOOD) \
+        if flow.direction is Direction.OUT and flow.dest not in (UPLINK, FLOOD) \
                 and flow.dest != flow.port:
             next_key = flow.final_key
         return NicEntry(direction=flow.direction, port=flow.port, key=flow.key,

@@ -33,8 +33,8 @@ from hostsdn.direction import Direction
 from hostsdn.errors import NicError, PacketError
 from hostsdn.flows.keys import normalize
 from hostsdn.flows.meter import MeterTable
-from hostsdn.flows.table import DropReason
-from hostsdn.nic.cachetable import UPLINK, CacheTable, count_miss
+from hostsdn.flows.table import UPLINK, DropReason
+from hostsdn.nic.cachetable import CacheTable, count_miss
 from hostsdn.nic.xdp.datapath import XdpDatapath, XdpVerdict
 from hostsdn.nic.xdp.layout import FlowCounters, PortKind, encode_action, unsupported_reason
 from hostsdn.offload.backend import (
