@@ -2,7 +2,11 @@
 
 Ethertypes (IEEE), IP protocol numbers (IANA), the VXLAN UDP port (RFC 7348) and the
 ICMP echo types.  Import them from here (``ethernet``, ``l4`` and ``tunnel`` re-use them);
-never repeat the number in another module.  The XDP program's C copies
+never define the number in another module.  The per-packet walkers (``fastpath._walk``
+and the rewrite loop of ``rewrite``) compare protocol numbers as literals on purpose: a
+constant is cheaper than a global in the hottest loop (named constants measured +2% on
+``flow_key`` and +4% / +15% on ``apply_transposition`` in two runs here); their values
+are these.  The XDP program's C copies
 (``nic/xdp/bpf/hostsdn_consts.h``) are checked against these by the kernel tests.
 """
 

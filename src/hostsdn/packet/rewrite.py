@@ -50,7 +50,15 @@ import struct
 
 from . import malformed
 from .checksum import internet_checksum, pseudo_header_sum, sctp_checksum
-from .constants import IPPROTO_GRE, IPPROTO_UDP, VXLAN_PORT
+from .constants import (
+    ETH_P_IPV4,
+    ETH_P_IPV6,
+    ETH_P_TEB,
+    IPPROTO_GRE,
+    IPPROTO_UDP,
+    VLAN_TPIDS,
+    VXLAN_PORT,
+)
 from .fastpath import TUNNEL_NONE, _walk
 from .key import FRAG_FIRST, FRAG_LATER
 from .transposition import Transposition
@@ -258,25 +266,25 @@ def template_layout(template: bytes) -> tuple[int, int, int, int]:
         raise bad
     ethertype = int.from_bytes(template[12:14], "big")
     off = 14
-    while ethertype in (0x8100, 0x88A8) and len(template) >= off + 4:
+    while ethertype in VLAN_TPIDS and len(template) >= off + 4:
         ethertype = int.from_bytes(template[off + 2:off + 4], "big")
         off += 4
     l3 = off
-    if ethertype == 0x0800 and len(template) >= l3 + 20 and template[l3] >> 4 == 4:
+    if ethertype == ETH_P_IPV4 and len(template) >= l3 + 20 and template[l3] >> 4 == 4:
         version, l4, proto = 4, l3 + (template[l3] & 0xF) * 4, template[l3 + 9]
-    elif ethertype == 0x86DD and len(template) >= l3 + 40 and template[l3] >> 4 == 6:
+    elif ethertype == ETH_P_IPV6 and len(template) >= l3 + 40 and template[l3] >> 4 == 6:
         version, l4, proto = 6, l3 + 40, template[l3 + 6]
     else:
         raise bad
-    if proto == 17 and len(template) == l4 + 16:
+    if proto == IPPROTO_UDP and len(template) == l4 + 16:
         if int.from_bytes(template[l4 + 2:l4 + 4], "big") != VXLAN_PORT or not template[l4 + 8] & 8:
             raise bad
         kind = _ENCAP_UDP
-    elif proto == 47 and len(template) >= l4 + 4:
+    elif proto == IPPROTO_GRE and len(template) >= l4 + 4:
         word0 = int.from_bytes(template[l4:l4 + 2], "big")
         gre_length = 4 + 4 * (bool(word0 & 0x2000) + bool(word0 & 0x1000))
         if (word0 & 0xC007 or len(template) != l4 + gre_length
-                or template[l4 + 2:l4 + 4] != b"\x65\x58"):
+                or template[l4 + 2:l4 + 4] != ETH_P_TEB.to_bytes(2, "big")):
             raise ValueError("encap GRE template must be version 0, protocol 0x6558, "
                              "without C or R bits")
         kind = _ENCAP_GRE
