@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from hostsdn.errors import NicError
@@ -87,11 +88,23 @@ def _compile(clang: str, output: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _prune(cache: Path, keep: Path) -> None:
-    """Remove objects built from older sources (best effort: another process may be
-    using or pruning them)."""
+PRUNE_AFTER_S = 7 * 24 * 3600
+"""Objects of other sources are kept this long after their last use: two checkouts (or two
+installed versions) that share the cache dir must not delete each other's object between
+its build and its load."""
+
+
+def _prune(cache: Path, keep: Path, now: float) -> None:
+    """Remove objects built from other sources and unused for PRUNE_AFTER_S (best effort:
+    another process may be using or pruning them)."""
     for child in cache.iterdir():
-        if child != keep and child.is_dir() and len(child.name) == 16:
+        if child == keep or not child.is_dir() or len(child.name) != 16:
+            continue
+        try:
+            idle = now - child.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if idle > PRUNE_AFTER_S:
             shutil.rmtree(child, ignore_errors=True)
 
 
@@ -107,7 +120,9 @@ def build_object(out_dir: str | os.PathLike[str] | None = None, *, force: bool =
         output = cache / digest[:16] / OBJECT_NAME
         if force or not output.exists():
             _compile(clang, output)
-            _prune(cache, keep=output.parent)
+            _prune(cache, keep=output.parent, now=time.time())
+        else:
+            os.utime(output.parent)        # last use: what _prune measures idleness by
         return output
     output = Path(out_dir) / OBJECT_NAME
     stamp = output.with_name(OBJECT_NAME + ".stamp")
