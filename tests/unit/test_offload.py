@@ -281,3 +281,19 @@ def test_sctp_needs_the_feature_outer_or_inner():
     tunnel = flow_key(vxlan_from_remote(sctp(REMOTE_MAC, WEB_MAC, REMOTE, WEB, 1, 2)))
     assert tunnel.inner is not None and tunnel.inner.proto == 132
     assert Feature.SCTP in required_features(replace(entry, key=tunnel))
+
+
+def test_a_backend_that_needs_root_says_so_before_anything_is_made(example_policy,
+                                                                   monkeypatch, tmp_path):
+    from hostsdn.errors import NicError
+    from hostsdn.offload.backend import backend_info
+    from hostsdn.runtime import replay as rp
+
+    assert backend_info("xdp").needs_root and not backend_info("simnic").needs_root
+    monkeypatch.setattr(rp.os, "geteuid", lambda: 1000)
+    with pytest.raises(NicError, match="--nic xdp needs root"):
+        rp.replay(example_policy, tmp_path / "never-read.pcap",
+                  options=DatapathOptions(nic="xdp"), out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    rp.check_privileges("simnic")             # no error: simnic needs nothing
+    rp.check_privileges("none")

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from hostsdn.errors import NicError
 from hostsdn.flows.table import Flow
 from hostsdn.nic.datapath import Datapath, DatapathOptions, DatapathSummary, DpResult
 from hostsdn.nic.flowdump import flow_rows
 from hostsdn.nic.trace import RuleBook, describe_key
+from hostsdn.offload.backend import backend_info
 from hostsdn.policy import model as pm
 from hostsdn.runtime.pcap import PcapWriter, TraceFrame, TraceReader
 from hostsdn.switch import UPLINK
@@ -58,6 +60,8 @@ def replay(policy: pm.Policy, trace: str | os.PathLike[str], *,
     """Run the whole trace; write per-port pcaps and verdict lines as asked, and the
     flows left at the end (one JSON object per line, ``nic.flowdump.flow_row``) to
     ``dump_flows``."""
+    options = options or DatapathOptions()
+    check_privileges(options.nic)
     reader = TraceReader(trace)
     out_path = Path(out_dir) if out_dir is not None else None
     if out_path is not None:
@@ -69,7 +73,7 @@ def replay(policy: pm.Policy, trace: str | os.PathLike[str], *,
     by_mac = {p.mac: p.name for p in policy.ports}
     last_time = 0.0
     book = RuleBook(policy) if verdicts is not None or keep_verdicts else None
-    with Datapath(policy, options or DatapathOptions()) as dp:
+    with Datapath(policy, options) as dp:
         try:
             for tf in reader:
                 last_time = tf.time
@@ -135,6 +139,14 @@ def _verdict_flow(flow: Flow, dp: Datapath, book: RuleBook) -> dict[str, Any]:
             "rules": [f"{s.layer}: {s.where}" + ("" if s.how == "rule" else f" ({s.how})")
                       for s in book.steps(flow)],
             "offload": state, "offload_reason": reason}
+
+
+def check_privileges(nic: str) -> None:
+    """A backend that needs root (``BackendInfo.needs_root``, e.g. xdp: kernel objects and
+    test interfaces) fails with a NicError naming it before anything is made."""
+    if nic != "none" and backend_info(nic).needs_root and os.geteuid() != 0:
+        raise NicError(f"--nic {nic} needs root (it loads a BPF program and creates "
+                       "interfaces)")
 
 
 def replay_into(dp: Datapath, trace: str | os.PathLike[str], *, stop_at: int | None = None,
