@@ -1,8 +1,8 @@
-"""`hostsdn reload` without root: the checks before any signal, and the answer protocol
-with a stand-in process (its command line names hostsdn, as the pidfile check wants).
-
-The stand-in has SIGHUP's default action unless told otherwise, so a test that expects
-"refused before signalling" also sees it still alive afterwards."""
+"""`hostsdn reload` without root: the checks before it asks the switch, and the answer
+through the API, with a stand-in process (its command line names hostsdn, as the pidfile
+check wants) serving the real API app on `<stem>.sock` with a canned reload outcome
+(ok / fail), or a socket that never answers (ignore), or one that dies on the request
+(die), or no socket at all (default)."""
 
 from __future__ import annotations
 
@@ -24,18 +24,36 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = (ROOT / "examples" / "policy.yaml").read_text()
 
 ANSWERING = """
-import json, os, signal, sys, time
-seq = 0
-def hup(*_):
-    global seq
-    seq += 1
-    path = os.path.join(os.environ["HOSTSDN_RUN_DIR"], "web.reload.json")
-    with open(path, "w") as f:
-        json.dump({"pid": os.getpid(), "seq": seq, "ok": sys.argv[1] == "ok",
-                   "message": "ports changed: web" if sys.argv[1] == "ok" else "nope"}, f)
-signal.signal(signal.SIGHUP, hup if sys.argv[1] in ("ok", "fail") else signal.SIG_IGN
-              if sys.argv[1] == "ignore" else signal.SIG_DFL)
+import os, socket, sys, time
+from pathlib import Path
+mode, run_dir, policy = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+sock_path = run_dir / "web.sock"
+if mode in ("ok", "fail"):
+    from hostsdn.api.app import Board
+    from hostsdn.api.server import ApiOptions, ApiServer, bind_unix
+    from hostsdn.nic.datapath import Datapath
+    from hostsdn.runtime.policyfile import load_policy
+    from hostsdn.runtime.reload import ReloadOutcome
+
+    class Answering:
+        generation = 1
+        text = ""
+        def reload_file(self):
+            if mode == "ok":
+                return ReloadOutcome(os.getpid(), True, "ports changed: web", ("web",))
+            return ReloadOutcome(os.getpid(), False, "nope", kind="refused")
+
+    board = Board(Datapath(load_policy(policy)), policy, Answering())
+    ApiServer(board, ApiOptions(), bind_unix(sock_path), None).start()
+elif mode in ("ignore", "die"):
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock_path))
+    listener.listen(8)
 print("ready", flush=True)
+if mode == "die":
+    conn, _ = listener.accept()
+    conn.recv(100)
+    os._exit(0)
 time.sleep(60)
 """
 
@@ -57,8 +75,8 @@ def policy(tmp_path: Path) -> Path:
 
 def stand_in(run_dir: Path, policy: Path, mode: str, *,
              running_file: Path | None = None, plan: bool = True) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen([sys.executable, "-c", ANSWERING, mode, "hostsdn-stand-in"],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", ANSWERING, mode, str(run_dir), str(policy),
+                             "hostsdn-stand-in"], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
         state = {"pid": proc.pid, "policy": str((running_file or policy).resolve()),
@@ -156,10 +174,17 @@ def test_no_answer_times_out(run_dir, policy) -> None:
         assert time.monotonic() - start < 5
 
 
-def test_the_switch_dies(policy, ignoring) -> None:
+def test_the_switch_dies(run_dir, policy) -> None:
+    for proc in stand_in(run_dir, policy, "die"):
+        r = reload(policy)
+        assert r.exit_code == 1
+        assert f"pid {proc.pid} exited before it answered the reload" in r.output
+
+
+def test_no_api_socket(policy, ignoring) -> None:
     r = reload(policy)
     assert r.exit_code == 1
-    assert f"pid {ignoring.pid} exited before it answered the reload" in r.output
+    assert f"cannot reach the API of pid {ignoring.pid}: no API socket at" in r.output
 
 
 def test_plan_round_trips_and_differences_are_named() -> None:

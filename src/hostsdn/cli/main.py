@@ -336,9 +336,19 @@ UP_NIC_CHOICES = ["simnic", "xdp", "none"]
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               show_default=True,
               help="Status and event lines as text, or one JSON object per line.")
+@click.option("--api-listen", default=None, metavar="HOST:PORT",
+              help="Serve the management API on TCP too (always on the Unix socket "
+                   "<run dir>/<stem>.sock); see docs/operate.md.")
+@click.option("--api-token-file", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE", help="Bearer token TCP requests must carry (mode 0600 file).")
+@click.option("--api-cert", type=click.Path(dir_okay=False, exists=True), default=None,
+              metavar="PEM", help="TLS certificate for the TCP listener.")
+@click.option("--api-key", type=click.Path(dir_okay=False, exists=True), default=None,
+              metavar="PEM", help="TLS private key for the TCP listener.")
 def up(policy: str, nic: str, as_daemon: bool, duration: float | None,
        remote_ips: tuple[str, ...], uplink_ns: str, status_interval: float, cache_size: int,
-       offload_after: int, log_format: str) -> None:
+       offload_after: int, log_format: str, api_listen: str | None,
+       api_token_file: str | None, api_cert: str | None, api_key: str | None) -> None:
     """Bring POLICY up on this machine (root): a network namespace per VM port
     (hsdn-<port>) and one for the uplink, veth pairs to host-side interfaces, and the
     switch forwarding between them.  Stops on SIGINT/SIGTERM or after --duration and
@@ -352,16 +362,43 @@ def up(policy: str, nic: str, as_daemon: bool, duration: float | None,
                        uplink_ns=uplink_ns, remote_ips=tuple(dict.fromkeys(remote_ips)),
                        duration=duration, status_interval=status_interval,
                        log_format=log_format)
+    services = [_api_service(api_listen, api_token_file, api_cert, api_key)]
     try:
         pol = load_policy(policy)
         if as_daemon:
-            pid = d.start_daemon(pol, policy, opts)
+            pid = d.start_daemon(pol, policy, opts, services=services)
             click.echo(f"hostsdn up: daemon pid {pid}; log {d.run_dir()}/"
-                       f"{Path(policy).stem}.log; stop with: hostsdn down {policy}")
+                       f"{Path(policy).stem}.log; API {d.socket_path(policy)}; "
+                       f"stop with: hostsdn down {policy}")
             return
-        d.serve(pol, policy, opts)
+        d.serve(pol, policy, opts, services=services)
     except (HostsdnError, ValueError, KeyError, OSError) as exc:
         _fail(_one_line(exc))
+
+
+def _api_service(listen: str | None, token_file: str | None, cert: str | None,
+                 key: str | None) -> Any:
+    """The management API service of ``up`` (checks its options before any set-up)."""
+    from hostsdn.api.server import ApiOptions, api_service, parse_listen, read_token
+
+    if (cert is None) != (key is None):
+        raise click.UsageError("--api-cert and --api-key go together")
+    if listen is None and (token_file or cert):
+        raise click.UsageError("--api-token-file / --api-cert / --api-key need --api-listen "
+                               "(the Unix socket is guarded by its mode)")
+    address = None
+    if listen is not None:
+        try:
+            address = parse_listen(listen)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--api-listen") from None
+    token = None
+    if token_file is not None:
+        try:
+            token = read_token(token_file)
+        except HostsdnError as exc:
+            raise click.BadParameter(str(exc), param_hint="--api-token-file") from None
+    return api_service(ApiOptions(listen=address, token=token, certfile=cert, keyfile=key))
 
 
 @main.command()
@@ -371,9 +408,10 @@ def up(policy: str, nic: str, as_daemon: bool, duration: float | None,
 def reload(policy: str, timeout: float) -> None:
     """Apply the edited POLICY to its running 'hostsdn up' without touching the
     namespaces.  Checks first that the file is valid, that a switch runs for it and that
-    the topology (ports, MACs, addresses, uplink) is unchanged; then signals the switch
-    (SIGHUP), which checks again, applies it (flows of changed ports are re-evaluated on
-    their next packet) or keeps the old policy, and answers.  Exit 0: applied; 1: the
+    the topology (ports, MACs, addresses, uplink) is unchanged; then asks the switch
+    through its API (POST /v1/reload on its Unix socket; SIGHUP does the same), which
+    checks again, applies it (flows of changed ports are re-evaluated on their next
+    packet) or keeps the old policy, and answers.  Exit 0: applied; 1: the
     switch kept the old policy or did not answer; 2: refused before asking it."""
     from hostsdn.runtime import daemon as d
     from hostsdn.runtime.policyfile import load_policy
@@ -384,16 +422,26 @@ def reload(policy: str, timeout: float) -> None:
     except (HostsdnError, ValueError, KeyError, OSError) as exc:
         _fail(_one_line(exc))
         return
+    from hostsdn.api.client import ApiClient, ApiRequestError, ApiUnreachable
+    from hostsdn.runtime.rundir import alive_hostsdn, log_path
+
     try:
-        outcome = d.request_reload(policy, pid, timeout=timeout)
-    except (HostsdnError, OSError) as exc:
-        click.echo(f"hostsdn: error: {_one_line(exc)}", err=True)
+        with ApiClient.for_policy(policy, timeout=timeout) as client:
+            answer = client.request("POST", "/v1/reload")
+    except ApiRequestError as exc:
+        click.echo(f"hostsdn: error: pid {pid} kept the old policy: {exc}", err=True)
         sys.exit(1)
-    if not outcome.ok:
-        click.echo(f"hostsdn: error: pid {pid} kept the old policy: {outcome.message}",
-                   err=True)
+    except ApiUnreachable as exc:
+        if not alive_hostsdn(pid):
+            msg = f"pid {pid} exited before it answered the reload"
+        elif exc.timed_out:
+            msg = (f"no answer from pid {pid} within {timeout:g} s; it may still apply the "
+                   f"policy: see its status lines (with --daemon: {log_path(policy)})")
+        else:
+            msg = f"cannot reach the API of pid {pid}: {exc}"
+        click.echo(f"hostsdn: error: {msg}", err=True)
         sys.exit(1)
-    click.echo(f"hostsdn reload: {policy} applied by pid {pid} ({outcome.message})")
+    click.echo(f"hostsdn reload: {policy} applied by pid {pid} ({answer['message']})")
 
 
 @main.command()

@@ -22,7 +22,6 @@ from hostsdn.runtime.reload import (
     check_reload_request,
     check_reloadable,
     reload_datapath,
-    request_reload,
 )
 from hostsdn.runtime.rundir import (
     RUN_DIR,
@@ -40,5 +39,5 @@ __all__ = ["RUN_DIR", "STOP_TIMEOUT", "ControlBusy", "ControlChannel", "ControlC
            "DaemonError", "ReloadOutcome", "Reloader", "ServeContext", "Service",
            "SlowPath", "TopologyChanged", "UpOptions", "UpStatus", "check_not_running",
            "check_reload_request", "check_reloadable", "make_datapath", "nic_hits",
-           "pidfile_path", "read_pid", "receive_exception", "reload_datapath", "request_reload", "run_dir",
+           "pidfile_path", "read_pid", "receive_exception", "reload_datapath", "run_dir",
            "running_pid", "serve", "socket_path", "start_daemon", "stop_daemon"]

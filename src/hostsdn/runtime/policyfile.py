@@ -12,6 +12,12 @@ from hostsdn.policy.model import Policy
 def load_policy(path: str | Path) -> Policy:
     """Read, parse and validate the policy file at ``path``.  Raises ``PolicyError``
     (also when the file cannot be read or is not UTF-8)."""
+    return load_policy_text(read_policy_text(path), str(path))
+
+
+def read_policy_text(path: str | Path) -> str:
+    """The text of the policy file at ``path`` (``PolicyError`` when it cannot be read or
+    is not UTF-8)."""
     filename = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -23,4 +29,4 @@ def load_policy(path: str | Path) -> Policy:
     except UnicodeDecodeError as exc:
         raise PolicyError(f"the policy file is not UTF-8 text (byte {exc.start})",
                           file=filename) from None
-    return load_policy_text(text, filename)
+    return text

@@ -40,7 +40,7 @@ from hostsdn.runtime.netns import (
     plan_topology,
     topology_differences,
 )
-from hostsdn.runtime.policyfile import load_policy
+from hostsdn.runtime.policyfile import load_policy, read_policy_text
 
 __all__ = ["ReloadOutcome", "Reloader", "TopologyChanged", "check_reload_request",
            "check_reloadable", "reload_datapath"]
@@ -128,6 +128,8 @@ class Reloader:
     display_path: str = ""
     """How the policy file is named in messages (as given to ``up``)."""
     logger: logging.Logger = field(default_factory=up_logger)
+    text: str = ""
+    """The YAML text of the policy in force (as read at start or last applied)."""
     generation: int = 1
     requests: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
@@ -135,10 +137,11 @@ class Reloader:
     def reload_file(self) -> ReloadOutcome:
         """Re-read the policy file and apply it (SIGHUP, POST /v1/reload)."""
         try:
-            policy = load_policy(self.policy_file)
+            text = read_policy_text(self.policy_file)
+            policy = load_policy_text(text, str(self.policy_file))
         except PolicyError as exc:
             return self._refused(exc)
-        return self.apply(policy)
+        return self.apply(policy, text)
 
     def replace_text(self, text: str) -> ReloadOutcome:
         """Apply ``text`` (YAML) and, once applied, make it the policy file."""
@@ -151,7 +154,7 @@ class Reloader:
             tmp.write_text(text)
         except OSError as exc:
             return self._refused(DaemonError(f"cannot write {tmp}: {exc.strerror or exc}"))
-        outcome = self.apply(policy)
+        outcome = self.apply(policy, text)
         try:
             if outcome.ok:
                 tmp.replace(self.policy_file)
@@ -159,7 +162,7 @@ class Reloader:
             rundir.unlink(tmp)
         return outcome
 
-    def apply(self, policy: pm.Policy) -> ReloadOutcome:
+    def apply(self, policy: pm.Policy, text: str) -> ReloadOutcome:
         self.requests += 1
         try:
             check_reloadable(policy, self.running, uplink_ns=self.uplink_ns,
@@ -171,6 +174,7 @@ class Reloader:
             log_event(self.logger, logging.ERROR, "bug",
                       f"hostsdn up: BUG while reloading {self._name()}", exc_info=True)
             return self._refused(exc, kind="error")
+        self.text = text
         if changed:
             self.generation += 1
         message = f"ports changed: {', '.join(changed) if changed else 'none'}"
@@ -235,31 +239,3 @@ def check_reload_request(policy: pm.Policy, policy_path: str | os.PathLike[str])
                      policy_path=str(policy_path))
     return pid
 
-
-RELOAD_TIMEOUT = 30.0
-"""How long ``hostsdn reload`` waits for the daemon's answer."""
-
-
-def request_reload(policy_path: str | os.PathLike[str], pid: int, *,
-                   timeout: float = RELOAD_TIMEOUT) -> ReloadOutcome:
-    """Send SIGHUP to ``pid`` and wait for its answer in ``<stem>.reload.json`` (a newer
-    sequence number from that pid).  ``DaemonError`` when it exits or stays silent."""
-    import signal
-    import time
-
-    answer_file = rundir.reload_path(policy_path)
-    before = rundir.read_json(answer_file)
-    seen = int(before.get("seq", 0)) if before.get("pid") == pid else 0
-    os.kill(pid, signal.SIGHUP)
-    end = time.monotonic() + timeout
-    while True:
-        answer = rundir.read_json(answer_file)
-        if answer.get("pid") == pid and int(answer.get("seq", 0)) > seen:
-            return ReloadOutcome(pid, bool(answer.get("ok")), str(answer.get("message", "")))
-        if not rundir.alive_hostsdn(pid):
-            raise DaemonError(f"pid {pid} exited before it answered the reload")
-        if time.monotonic() >= end:
-            raise DaemonError(f"no answer from pid {pid} within {timeout:g} s; it may still "
-                              f"apply the policy: see its status lines (with --daemon: "
-                              f"{rundir.log_path(policy_path)})")
-        time.sleep(0.05)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from hostsdn.errors import DaemonError
+from hostsdn.errors import DaemonError, PolicyError
 from hostsdn.nic.datapath import Datapath, DatapathOptions
 from hostsdn.policy import model as pm
 from hostsdn.runtime import rundir
@@ -31,6 +31,7 @@ from hostsdn.runtime.afpacket import PacketPort
 from hostsdn.runtime.control import ControlChannel
 from hostsdn.runtime.logs import log_event, setup_logging, teardown_logging, up_logger
 from hostsdn.runtime.netns import UPLINK_NS, Topology, TopologyPlan, check_tools, plan_to_json
+from hostsdn.runtime.policyfile import read_policy_text
 from hostsdn.runtime.reload import Reloader
 from hostsdn.runtime.slowpath import SlowPath, UpStatus, attaches_to_ports
 
@@ -92,6 +93,14 @@ def _state(policy_path: str | os.PathLike[str], opts: UpOptions, plan: TopologyP
             "remote_ips": list(opts.remote_ips), "plan": plan_to_json(plan), **extra}
 
 
+def _policy_text(path: Path) -> str:
+    """The text of the policy as started (the caller loaded it a moment ago)."""
+    try:
+        return read_policy_text(path)
+    except PolicyError:
+        return ""
+
+
 def serve(policy: pm.Policy, policy_path: str | os.PathLike[str], opts: UpOptions, *,
           stream: TextIO | None = sys.stderr,
           ready: Callable[[int], None] | None = None,
@@ -151,7 +160,8 @@ def serve(policy: pm.Policy, policy_path: str | os.PathLike[str], opts: UpOption
             dp = make_datapath(policy, topo, opts.datapath)
             reloader = Reloader(dp, topo.plan, policy_file, rundir.reload_path(policy_path),
                                 uplink_ns=opts.uplink_ns, remote_ips=opts.remote_ips,
-                                display_path=str(policy_path), logger=log)
+                                display_path=str(policy_path), logger=log,
+                                text=_policy_text(policy_file))
 
             def on_reload() -> None:
                 reloader.reload_file()

@@ -1,0 +1,1 @@
+"""The management API of a running ``hostsdn up`` (HTTP/JSON, OpenAPI, Prometheus)."""

@@ -1,0 +1,217 @@
+"""The API's schemas (pydantic): they validate what goes in and out and make the OpenAPI
+document the daemon serves (``/openapi.json``) and docs/operate.md is generated from."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_POLICY_TEXT = 1 << 20
+"""Largest policy text a PUT accepts (characters)."""
+
+
+class Strict(BaseModel):
+    """A request body: unknown fields are an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Problem(BaseModel):
+    """Why a request was refused (every 4xx/5xx answer)."""
+
+    detail: str = Field(description="What is wrong, in one line.")
+    kind: str = Field("request", description="request, auth, too_large, busy, timeout, "
+                      "invalid, topology, refused, error, not_found, stopping")
+    errors: list[dict[str, Any]] = Field(
+        default_factory=list, description="Request validation: each error with its location.")
+    differences: list[str] = Field(
+        default_factory=list, description="Topology change: each difference.")
+    file: str | None = Field(None, description="Invalid policy: the file.")
+    line: int | None = Field(None, description="Invalid policy: the 1-based line.")
+    field: str | None = Field(None, description="Invalid policy: the field path.")
+
+
+class Health(BaseModel):
+    status: str = Field(description="'ok' when the packet loop answered.")
+    pid: int
+    uptime: float = Field(description="Seconds since the loop started.")
+    policy: str = Field(description="The policy file the switch runs.")
+    nic: str = Field(description="The NIC backend (simnic, xdp, none).")
+    generation: int = Field(description="Policy generation (1 at start, +1 per change).")
+    loop_delay: float = Field(description="Seconds the packet loop took to take this request.")
+
+
+class Summary(BaseModel):
+    """The status line's counters and more (the ``replay --json`` summary's keys)."""
+
+    model_config = ConfigDict(extra="allow")
+    packets: int = Field(description="Frames the switch process handled (with xdp: misses).")
+    forwarded: int
+    dropped: int
+    drop_reasons: dict[str, int]
+    flows_active: int
+    flows_created: int
+    connections_created: int
+    nic: str
+    nic_hits: int = Field(description="Frames the NIC handled on its own.")
+    exceptions: int = Field(description="Frames that reached the host switch.")
+    flows_offloaded: int
+    nic_flows_now: int
+    offload_refused: dict[str, int]
+    evictions: int
+    nic_idle_removed: int
+    uptime: float
+    errors: int = Field(description="Exceptions that escaped the datapath (bugs).")
+    generation: int
+
+
+class Traffic(BaseModel):
+    flows: int = Field(description="Flows in this direction's table now.")
+    offloaded: int = Field(description="Of them, offloaded to the NIC now.")
+    host_packets: int = Field(description="Packets processed by the host switch, ever.")
+    host_bytes: int
+    nic_packets: int = Field(description="Packets processed by the NIC (as last pulled).")
+    nic_bytes: int
+
+
+class PortInfo(BaseModel):
+    name: str
+    mac: str
+    addresses: list[str]
+    layers: list[str] = Field(description="Layer names, VM side first.")
+    generation: int = Field(description="Bumped when a policy change touches the port.")
+    out: Traffic = Field(description="Sent by the VM.")
+    in_: Traffic = Field(alias="in", description="Towards the VM.")
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
+class Key(BaseModel):
+    """An exact flow key (outermost headers; ``inner`` for a tunnelled frame)."""
+
+    src_mac: str
+    dst_mac: str
+    vlans: list[int]
+    ethertype: int
+    ip_version: int = Field(description="0 (not IP), 4 or 6.")
+    src_ip: str | None
+    dst_ip: str | None
+    proto: int
+    proto_name: str | None
+    src_port: int = Field(description="TCP/UDP/SCTP port; ICMP echo: identifier.")
+    dst_port: int = Field(description="TCP/UDP/SCTP port; ICMP: type << 8 | code.")
+    dscp: int
+    frag: int = Field(description="0 not a fragment, 1 first, 2 later.")
+    vni: int | None
+    inner: Key | None
+
+
+class FlowDirection(str, enum.Enum):
+    out = "out"
+    in_ = "in"
+
+
+class FlowOffloadState(str, enum.Enum):
+    host = "host"
+    pending = "pending"
+    offloaded = "offloaded"
+
+
+class Flow(BaseModel):
+    id: int = Field(description="The flow's number (1, 2, ... in creation order).")
+    port: str
+    direction: FlowDirection
+    key: Key = Field(description="What the flow matches.")
+    final_key: Key = Field(description="The frame after the flow's rewrite.")
+    decided_by: list[str] = Field(description="Per layer, the rule that decided (layer:rule).")
+    rewrite: dict[str, Any] = Field(description="The composed header edits (only those made).")
+    dest: str = Field(description="Port name, 'uplink', '*flood*' (out) or the own port (in).")
+    drop_reason: str | None = Field(description="Set when the flow drops its packets.")
+    meters: list[str]
+    generation: int
+    connection: int = Field(description="Id of the connection (its first flow's id).")
+    side: str = Field(description="original or reply (relative to the connection).")
+    packets: int = Field(description="Packets processed by the host.")
+    bytes: int
+    nic_packets: int = Field(description="Packets processed by the NIC (as last pulled).")
+    nic_bytes: int
+    age: float = Field(description="Seconds since the flow was created.")
+    idle: float = Field(description="Seconds since the host last saw a packet of it.")
+    offload_state: FlowOffloadState
+    offload_reason: str | None = Field(
+        description="offloaded, not_yet, conn_state, capacity, evicted, idle, "
+                    "unsupported_action, unsupported_match, not_cacheable, stale_generation, "
+                    "disabled, backend_error.")
+    nic_handle: int | None = Field(description="The NIC entry holding it, if offloaded.")
+
+
+class FlowPage(BaseModel):
+    total: int = Field(description="Flows matching the filter.")
+    next: int | None = Field(description="Pass as 'after' for the next page (null: last).")
+    flows: list[Flow]
+
+
+class Connection(BaseModel):
+    id: int = Field(description="Its first flow's id.")
+    port: str
+    proto: int
+    proto_name: str | None
+    tcp_state: str | None
+    seen_reply: bool
+    packets_original: int
+    packets_reply: int
+    age: float
+    idle: float
+    expires_in: float
+    generation: int
+    drop_only: bool = Field(description="A cached drop verdict, not a live connection.")
+    nat_bindings: int
+    flows: list[int] = Field(description="Ids of its flows.")
+
+
+class ConnectionPage(BaseModel):
+    total: int
+    next: int | None
+    connections: list[Connection]
+
+
+class NicEntry(BaseModel):
+    handle: int
+    direction: FlowDirection
+    port: str
+    key: Key
+    dest: str
+    drop: bool
+    drop_reason: str | None
+    meters: list[str]
+    rewrite: dict[str, Any]
+    packets: int = Field(description="The NIC's own hit counter of the entry.")
+    bytes: int
+    flow: int | None = Field(description="The host flow it stands for (null: unknown).")
+
+
+class NicPage(BaseModel):
+    total: int
+    next: int | None
+    entries: list[NicEntry]
+
+
+class PolicyInfo(BaseModel):
+    file: str = Field(description="The policy file the switch runs (absolute).")
+    text: str = Field(description="The YAML of the policy in force.")
+    generation: int
+
+
+class PolicyPut(Strict):
+    text: str = Field(max_length=MAX_POLICY_TEXT,
+                      description="The new policy, YAML (the policy file's format).")
+
+
+class ReloadResult(BaseModel):
+    ok: bool
+    message: str = Field(description="'ports changed: ...'")
+    changed: list[str] = Field(description="Ports whose behaviour changed.")
+    generation: int
+    pid: int

@@ -1,0 +1,272 @@
+"""Plain-data views of a running datapath: flows, connections, NIC entries, ports.
+
+Pure functions of the datapath's state and ``now`` (the loop's clock) returning JSON-ready
+dicts; the management API runs them in the packet loop's thread (through the control
+channel) and validates them against its schemas (``hostsdn.api.models``), which document
+every field.  Nothing here changes the switch, except ``sync_nic_counters`` (it pulls the
+NIC's hit counters into the host flows, as the offload manager does on its own).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from hostsdn.flows.table import ConnEntry, Direction, Flow, OffloadState
+from hostsdn.nic.datapath import Datapath
+from hostsdn.offload.backend import NicEntry
+from hostsdn.packet.key import NO_VNI, FlowKey
+from hostsdn.packet.transposition import Transposition
+
+__all__ = ["FlowFilter", "connection_record", "flow_record", "key_record", "list_connections",
+           "list_flows", "list_nic_entries", "one_flow", "port_records", "sync_nic_counters"]
+
+MAX_PAGE = 1000
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 47: "gre", 132: "sctp"}
+PROTO_NUMBERS = {v: k for k, v in PROTO_NAMES.items()}
+
+
+def _mac(b: bytes) -> str:
+    return b.hex(":")
+
+
+def _ip(version: int, value: int) -> str | None:
+    if version == 4:
+        return str(ipaddress.IPv4Address(value))
+    if version == 6:
+        return str(ipaddress.IPv6Address(value))
+    return None
+
+
+def key_record(key: FlowKey) -> dict[str, Any]:
+    """A flow key as JSON: MACs and addresses as text, the protocol by name when known."""
+    return {
+        "src_mac": _mac(key.src_mac), "dst_mac": _mac(key.dst_mac),
+        "vlans": list(key.vlans), "ethertype": key.ethertype, "ip_version": key.ip_version,
+        "src_ip": _ip(key.ip_version, key.src_ip), "dst_ip": _ip(key.ip_version, key.dst_ip),
+        "proto": key.proto, "proto_name": PROTO_NAMES.get(key.proto),
+        "src_port": key.src_port, "dst_port": key.dst_port, "dscp": key.dscp,
+        "frag": key.frag, "vni": None if key.vni == NO_VNI else key.vni,
+        "inner": key_record(key.inner) if key.inner is not None else None,
+    }
+
+
+def rewrite_record(t: Transposition, ip_version: int) -> dict[str, Any]:
+    """The composed header transposition: only the edits it makes."""
+    out: dict[str, Any] = {}
+    if t.decap:
+        out["decap"] = True
+    if t.set_src_mac is not None:
+        out["set_src_mac"] = _mac(t.set_src_mac)
+    if t.set_dst_mac is not None:
+        out["set_dst_mac"] = _mac(t.set_dst_mac)
+    version = ip_version or 4
+    if t.set_src_ip is not None:
+        out["set_src_ip"] = _ip(version, t.set_src_ip)
+    if t.set_dst_ip is not None:
+        out["set_dst_ip"] = _ip(version, t.set_dst_ip)
+    for name in ("set_src_port", "set_dst_port", "set_dscp"):
+        value = getattr(t, name)
+        if value is not None:
+            out[name] = value
+    if t.encap is not None:
+        out["encap"] = t.encap.hex()
+    return out
+
+
+def flow_record(flow: Flow, now: float) -> dict[str, Any]:
+    inner = flow.key.inner if flow.key.inner is not None else flow.key
+    return {
+        "id": flow.id, "port": flow.port, "direction": flow.direction.value,
+        "key": key_record(flow.key), "final_key": key_record(flow.final_key),
+        "decided_by": list(flow.decided_by),
+        "rewrite": rewrite_record(flow.transposition, inner.ip_version),
+        "dest": flow.dest, "drop_reason": flow.drop_reason.value if flow.drop_reason else None,
+        "meters": list(flow.meters), "generation": flow.generation,
+        "connection": flow.conn.flows[0].id if flow.conn.flows else flow.id,
+        "side": "reply" if flow.side else "original",
+        "packets": flow.packets, "bytes": flow.bytes,
+        "nic_packets": flow.nic_packets, "nic_bytes": flow.nic_bytes,
+        "age": round(max(0.0, now - flow.created), 6),
+        "idle": round(max(0.0, now - flow.last_used), 6),
+        "offload_state": flow.offload_state.value,
+        "offload_reason": flow.offload_reason.value if flow.offload_reason else None,
+        "nic_handle": flow.nic_handle or None,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class FlowFilter:
+    """Which flows a listing wants (None: any).  A 5-tuple field matches the flow's key
+    or, for a tunnelled frame, its inner key."""
+
+    port: str | None = None
+    direction: Direction | None = None
+    state: OffloadState | None = None
+    proto: int | None = None
+    src_ip: str | None = None
+    dst_ip: str | None = None
+    src_port: int | None = None
+    dst_port: int | None = None
+
+    def _key_matches(self, key: FlowKey) -> bool:
+        if self.proto is not None and key.proto != self.proto:
+            return False
+        if self.src_port is not None and key.src_port != self.src_port:
+            return False
+        if self.dst_port is not None and key.dst_port != self.dst_port:
+            return False
+        if self.src_ip is not None and _ip(key.ip_version, key.src_ip) != self.src_ip:
+            return False
+        return not (self.dst_ip is not None
+                    and _ip(key.ip_version, key.dst_ip) != self.dst_ip)
+
+    def matches(self, flow: Flow) -> bool:
+        if self.port is not None and flow.port != self.port:
+            return False
+        if self.direction is not None and flow.direction is not self.direction:
+            return False
+        if self.state is not None and flow.offload_state is not self.state:
+            return False
+        key = flow.key
+        return self._key_matches(key) or (key.inner is not None
+                                          and self._key_matches(key.inner))
+
+
+def _page(items: list[Any], ident: Any, after: int | None, limit: int) -> tuple[list[Any],
+                                                                                 int | None]:
+    items.sort(key=ident)
+    if after is not None:
+        items = [x for x in items if ident(x) > after]
+    page = items[:limit]
+    more = len(items) > limit
+    return page, (ident(page[-1]) if more and page else None)
+
+
+def list_flows(dp: Datapath, now: float, flt: FlowFilter = FlowFilter(), *,
+               after: int | None = None, limit: int = 100) -> dict[str, Any]:
+    """Flows matching ``flt`` in id order, ``limit`` after the id ``after``; ``next``
+    is the ``after`` of the next page (None on the last)."""
+    limit = max(1, min(limit, MAX_PAGE))
+    matching = [f for f in _all_flows(dp, flt.port) if flt.matches(f)]
+    total = len(matching)
+    page, nxt = _page(matching, lambda f: f.id, after, limit)
+    return {"total": total, "next": nxt, "flows": [flow_record(f, now) for f in page]}
+
+
+def _all_flows(dp: Datapath, port: str | None = None) -> Iterable[Flow]:
+    sw = dp.switch
+    states = sw.ports.values() if port is None else (
+        [sw.ports[port]] if port in sw.ports else [])
+    for ps in states:
+        yield from ps.tables.out_flows.values()
+        yield from ps.tables.in_flows.values()
+
+
+def one_flow(dp: Datapath, flow_id: int, now: float) -> dict[str, Any] | None:
+    for f in _all_flows(dp):
+        if f.id == flow_id:
+            return flow_record(f, now)
+    return None
+
+
+def _connections(dp: Datapath) -> dict[int, ConnEntry]:
+    out: dict[int, ConnEntry] = {}
+    for f in _all_flows(dp):
+        conn = f.conn
+        if conn.flows:
+            out.setdefault(conn.flows[0].id, conn)
+    return out
+
+
+def connection_record(conn_id: int, conn: ConnEntry, now: float) -> dict[str, Any]:
+    return {
+        "id": conn_id, "port": conn.port, "proto": conn.proto,
+        "proto_name": PROTO_NAMES.get(conn.proto), "tcp_state": conn.tcp_state.name
+        if conn.proto == 6 else None, "seen_reply": conn.seen_reply,
+        "packets_original": conn.packets[0], "packets_reply": conn.packets[1],
+        "age": round(max(0.0, now - conn.created), 6),
+        "idle": round(max(0.0, now - conn.last_seen), 6),
+        "expires_in": round(conn.expires_at() - now, 6),
+        "generation": conn.generation, "drop_only": conn.drop_only,
+        "nat_bindings": len(conn.nat_bindings),
+        "flows": [f.id for f in conn.flows if not f.removed],
+    }
+
+
+def list_connections(dp: Datapath, now: float, *, port: str | None = None,
+                     after: int | None = None, limit: int = 100) -> dict[str, Any]:
+    limit = max(1, min(limit, MAX_PAGE))
+    conns = [(i, c) for i, c in _connections(dp).items() if port is None or c.port == port]
+    total = len(conns)
+    page, nxt = _page(conns, lambda ic: ic[0], after, limit)
+    return {"total": total, "next": nxt,
+            "connections": [connection_record(i, c, now) for i, c in page]}
+
+
+def connection_count(dp: Datapath) -> int:
+    return len(_connections(dp))
+
+
+def nic_entry_record(handle: int, entry: NicEntry, packets: int, bytes_: int,
+                     flow: Flow | None) -> dict[str, Any]:
+    inner = entry.key.inner if entry.key.inner is not None else entry.key
+    return {
+        "handle": handle, "direction": entry.direction.value, "port": entry.port,
+        "key": key_record(entry.key), "dest": entry.dest, "drop": entry.drop,
+        "drop_reason": entry.drop_reason or None, "meters": list(entry.meters),
+        "rewrite": rewrite_record(entry.transposition, inner.ip_version),
+        "packets": packets, "bytes": bytes_, "flow": flow.id if flow is not None else None,
+    }
+
+
+def list_nic_entries(dp: Datapath, *, port: str | None = None, after: int | None = None,
+                     limit: int = 100) -> dict[str, Any]:
+    """What the NIC holds now (its own dump, not the host's idea of it)."""
+    limit = max(1, min(limit, MAX_PAGE))
+    backend = dp.backend
+    if backend is None:
+        return {"total": 0, "next": None, "entries": []}
+    entries = [(h, e) for h, e in backend.dump_flows().items()
+               if port is None or e.port == port]
+    total = len(entries)
+    page, nxt = _page(entries, lambda he: he[0], after, limit)
+    stats = backend.flow_stats([h for h, _ in page]) if page else {}
+    offloaded = dp.manager.offloaded
+    out = []
+    for h, e in page:
+        st = stats.get(h)
+        flow = offloaded[e.direction].get(h)
+        out.append(nic_entry_record(h, e, st.packets if st else 0, st.bytes if st else 0,
+                                    flow))
+    return {"total": total, "next": nxt, "entries": out}
+
+
+def port_records(dp: Datapath) -> list[dict[str, Any]]:
+    sw = dp.switch
+    offloaded = {d: 0 for d in Direction}
+    out = []
+    for name, ps in sw.ports.items():
+        traffic = sw.port_traffic(name)
+        per_dir: dict[str, Any] = {}
+        for d in Direction:
+            table = ps.tables.table(d)
+            offloaded[d] = sum(1 for f in table.values()
+                               if f.offload_state is OffloadState.OFFLOADED)
+            t = traffic[d]
+            per_dir[d.value] = {"flows": len(table), "offloaded": offloaded[d],
+                                "host_packets": t.host_packets, "host_bytes": t.host_bytes,
+                                "nic_packets": t.nic_packets, "nic_bytes": t.nic_bytes}
+        port = ps.port
+        out.append({"name": name, "mac": _mac(port.mac),
+                    "addresses": [str(a) for a in port.ips],
+                    "layers": list(port.layers), "generation": ps.generation,
+                    "out": per_dir["out"], "in": per_dir["in"]})
+    return out
+
+
+def sync_nic_counters(dp: Datapath) -> None:
+    """Pull the NIC's per-entry counters into the host flows (so ``nic_packets`` is now)."""
+    dp.manager.sync_stats()
