@@ -7,7 +7,9 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "src" / "hostsdn"
 LEVEL = {"errors": 0, "direction": 0, "packet": 1, "policy": 2, "flows": 2, "offload": 3, "switch": 4,
-         "nic": 5, "runtime": 6, "api": 7, "cli": 7}
+         "nic": 5, "runtime": 6, "api": 7, "cli": 8}
+# The command line sits on the management API: `up` serves it, `reload` (and the operator
+# commands) are its clients.
 CORE = ("direction", "packet", "policy", "flows", "offload", "switch")
 CORE_FILES = ("nic/datapath.py",)
 """Core modules outside the core areas: sans-IO like them (the NIC in front of the switch)."""

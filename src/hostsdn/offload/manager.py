@@ -48,6 +48,7 @@ from hostsdn.flows.table import (
 from hostsdn.offload.backend import (
     Feature,
     FlowOp,
+    FlowStats,
     NicBackend,
     NicEntry,
     OpError,
@@ -232,6 +233,10 @@ class OffloadManager:
         if flow.offload_state is not OffloadState.OFFLOADED:
             return
         handle = flow.nic_handle
+        if self.backend is not None and handle not in self._pending_flows:
+            # the entry's last hits stay with the flow (and its port's totals); an entry
+            # whose add is still queued has none
+            self._apply_stats(self.backend.flow_stats([handle]))
         d = flow.direction
         self.offloaded[d].pop(handle, None)
         self._nic_last.pop(handle, None)
@@ -294,7 +299,9 @@ class OffloadManager:
         if self.backend is None:
             return
         self.flush()
-        stats = self.backend.flow_stats(handles)
+        self._apply_stats(self.backend.flow_stats(handles))
+
+    def _apply_stats(self, stats: dict[int, FlowStats]) -> None:
         for handle, st in stats.items():
             flow = self.flow_of(handle)
             if flow is None:
