@@ -224,9 +224,9 @@ def create_app(board: Board) -> FastAPI:
         def job() -> dict[str, Any]:
             now = board.clock()
             if board.slow is not None:
-                s = board.slow.status(now)
+                s = board.slow.status(now).to_json()
             else:
-                s = dict(board.dp.summary())
+                s = board.dp.summary().to_json()
                 s.update(uptime=round(now - board.uptime_base, 3), errors=0)
             s["generation"] = board.generation()
             return s

@@ -26,7 +26,6 @@ from prometheus_client.registry import Collector
 
 from hostsdn.flows.table import Direction, DropReason, OffloadReason
 from hostsdn.nic.datapath import Datapath
-from hostsdn.offload.backend import NicDirection
 from hostsdn.runtime.reload import Reloader
 from hostsdn.runtime.slowpath import LatencyHistogram, SlowPath, nic_hits
 from hostsdn.runtime.views import connection_count
@@ -128,8 +127,8 @@ def take_snapshot(dp: Datapath, *, slow: SlowPath | None = None,
     snap.connections = connection_count(dp)
     snap.connections_created = sw.counters["connections_created"]
     snap.connections_expired = sw.counters["connections_expired"]
-    snap.nic_entries = {d.value: len(mgr.offloaded[d]) for d in NicDirection}
-    snap.nic_capacity = {d.value: mgr.capacity[d] for d in NicDirection}
+    snap.nic_entries = {d.value: len(mgr.offloaded[d]) for d in Direction}
+    snap.nic_capacity = {d.value: mgr.capacity[d] for d in Direction}
     snap.flows_offloaded = mgr.counters["flows_offloaded"]
     snap.refusals = {r.value: mgr.refused.get(r.value, 0) for r in OffloadReason
                      if r is not OffloadReason.OFFLOADED}
