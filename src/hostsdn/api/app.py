@@ -28,6 +28,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -177,6 +178,27 @@ def create_app(board: Board) -> FastAPI:
                     "(bearer token, TLS) when `up --api-listen` asks.",
         docs_url=None, redoc_url=None, openapi_url="/openapi.json",
         dependencies=[Depends(_reject_unknown_query)], responses=PROBLEMS)
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document without its default 422 "Validation Error" answers: a
+        malformed request is a 400 here, and 422 means an invalid policy."""
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version,
+                              description=app.description, routes=app.routes)
+            for ops in doc.get("paths", {}).values():
+                for op in ops.values():
+                    r422 = op.get("responses", {}).get("422", {})
+                    ref = str(r422.get("content", {}).get("application/json", {})
+                              .get("schema", {}).get("$ref", ""))
+                    if ref.endswith("/HTTPValidationError"):
+                        del op["responses"]["422"]
+            schemas = doc.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
