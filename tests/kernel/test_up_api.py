@@ -189,6 +189,31 @@ def test_flows_agree_with_the_switch(api_up: ApiUp) -> None:
     assert ports[a]["out"]["nic_packets"] >= flow["nic_packets"]
 
 
+def test_trace_through_the_running_switch(api_up: ApiUp) -> None:
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    a, b = f"{api_up.s.tag}a", f"{api_up.s.tag}b"
+    syn = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+                / IP(src=VM_A, dst=VM_B) / TCP(sport=41000, dport=5003, flags="S"))
+    blocked_syn = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+                        / IP(src=VM_A, dst=VM_B) / TCP(sport=41000, dport=6000, flags="S"))
+    with api_up.unix() as c:
+        before = c.get("/v1/summary").json()
+        t = c.post("/v1/trace", json={"port": a, "frame": syn.hex()}).json()
+        tb = c.post("/v1/trace", json={"port": a, "frame": blocked_syn.hex()}).json()
+        after = c.get("/v1/summary").json()
+    assert [o["port"] for o in t["outputs"]] == [b] and t["drops"] == []
+    assert t["nic"]["hit"] is False and t["nic"]["miss"]
+    assert {f["direction"] for f in t["created"]} == {"out", "in"}
+    assert tb["outputs"] == [] and tb["drops"] == [{"port": a, "reason": "blocked"}]
+    acl = [step for f in tb["host"]["flows"] for step in f["layers"] if step["layer"] == "acl"]
+    assert acl and acl[0]["how"] == "rule"
+    for k in ("packets", "flows_active", "flows_created", "connections_created",
+              "nic_flows_now"):
+        assert after[k] == before[k], k                  # the trace changed nothing
+
+
 def test_put_policy_ok_409_422_and_forwarding_goes_on(api_up: ApiUp) -> None:
     s = api_up.s
     original = s.policy.read_text()

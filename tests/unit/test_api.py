@@ -286,3 +286,34 @@ def test_openapi_document_describes_every_endpoint(client: TestClient) -> None:
             "/metrics"} <= paths
     put = doc["paths"]["/v1/policy"]["put"]["responses"]
     assert {"200", "400", "409", "422"} <= set(put)
+
+
+def test_trace_changes_nothing_and_matches_what_receive_then_does(rig: Rig,
+                                                                  client: TestClient) -> None:
+    from api_fixtures import EXAMPLE_TRACE
+    from hostsdn.runtime.pcap import read_frames
+    from hostsdn.runtime.replay import classify_port
+
+    pol = rig.dp.switch.policy
+    by_mac = {p.mac: p.name for p in pol.ports}
+    for tf in read_frames(EXAMPLE_TRACE)[:40]:
+        port = classify_port(tf.data, by_mac)
+        before = (rig.dp.switch.flow_count(), dict(rig.dp.counters),
+                  dict(rig.dp.switch.counters), rig.dp.manager.offloaded_count())
+        r = client.post("/v1/trace", json={"port": port, "frame": tf.data.hex()})
+        assert r.status_code == 200, r.text
+        t = r.json()
+        after = (rig.dp.switch.flow_count(), dict(rig.dp.counters),
+                 dict(rig.dp.switch.counters), rig.dp.manager.offloaded_count())
+        assert after == before
+        res = rig.dp.receive(tf.data, port, rig.now)      # now do it for real
+        assert [(o["port"], o["hex"]) for o in t["outputs"]] == \
+            [(p, f.hex()) for p, f in res.outputs]
+        assert t["path"] == res.path
+
+
+def test_trace_bad_input(client: TestClient) -> None:
+    r = client.post("/v1/trace", json={"port": "nope", "frame": "00" * 60})
+    assert r.status_code == 404 and r.json()["detail"].startswith("body.port: unknown port")
+    r = client.post("/v1/trace", json={"port": "web", "frame": "0g"})
+    assert r.status_code == 400 and r.json()["detail"].startswith("body.frame: String should")

@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from hostsdn import __version__
 from hostsdn.api import models as m
 from hostsdn.api.metrics import render, take_snapshot
-from hostsdn.flows.table import Direction, OffloadState
+from hostsdn.flows.table import UPLINK, Direction, OffloadState
 from hostsdn.nic.datapath import Datapath
 from hostsdn.runtime import views
 from hostsdn.runtime.control import ControlBusy, ControlChannel, ControlClosed
@@ -327,6 +327,24 @@ def create_app(board: Board) -> FastAPI:
         """What the NIC holds now, read back from it (xdp: the BPF maps)."""
         return await board.run(lambda: views.list_nic_entries(
             board.dp, port=port, after=after, limit=limit))
+
+    @app.post("/v1/trace", response_model=m.TraceResult, tags=["flows"],
+              responses={404: {"model": m.Problem, "description": "No such port"}})
+    async def trace(body: m.TraceRequest) -> dict[str, Any]:
+        """One packet through the switch as it is now, changing nothing (the trace engine
+        of `hostsdn trace`): the layers and their rules, the flow, NIC hit or miss and
+        why, the host's view, the output frames."""
+        from hostsdn.nic.trace import trace as run_trace
+
+        frame = bytes.fromhex(body.frame)
+
+        def job() -> dict[str, Any]:
+            sw = board.dp.switch
+            if body.port != UPLINK and body.port not in sw.ports:
+                raise ApiError(404, f"body.port: unknown port {body.port!r} (ports: "
+                                    f"{', '.join([*sw.ports, UPLINK])})", "not_found")
+            return run_trace(board.dp, frame, body.port, board.clock()).as_json()
+        return await board.run(job)
 
     @app.get("/v1/policy", response_model=m.PolicyInfo, tags=["policy"])
     async def get_policy() -> m.PolicyInfo:

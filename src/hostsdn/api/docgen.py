@@ -59,8 +59,8 @@ def _constraints(schema: dict[str, Any]) -> str:
     if "anyOf" in schema:
         s = next((x for x in schema["anyOf"] if x.get("type") != "null"), schema)
     out = []
-    for key, text in (("minimum", ">= {}"), ("maximum", "<= {}"), ("maxLength", "at most {} "
-                                                                      "chars")):
+    for key, text in (("minimum", ">= {}"), ("maximum", "<= {}"), ("maxLength", ("at most {} "
+                                                                      "chars"))):
         if key in s:
             out.append(text.format(s[key]))
     if "pattern" in s:
@@ -75,8 +75,8 @@ def _cell(text: str) -> str:
 
 
 def api_reference(doc: dict[str, Any]) -> str:
-    lines: list[str] = [f"OpenAPI {doc['openapi']}, {doc['info']['title']} "
-                        f"{doc['info']['version']} (`GET /openapi.json`).", ""]
+    lines: list[str] = [(f"OpenAPI {doc['openapi']}, {doc['info']['title']} "
+                        f"{doc['info']['version']} (`GET /openapi.json`)."), ""]
     lines += ["| method | path | what |", "|---|---|---|"]
     for path, ops in doc["paths"].items():
         for method, op in ops.items():

@@ -215,3 +215,81 @@ class ReloadResult(BaseModel):
     changed: list[str] = Field(description="Ports whose behaviour changed.")
     generation: int
     pid: int
+
+
+MAX_FRAME = 9216
+"""Largest frame a trace takes (bytes; a jumbo frame)."""
+
+
+class TraceRequest(Strict):
+    port: str = Field(max_length=64, description="The port the frame enters from (a VM "
+                      "port's name, or 'uplink').")
+    frame: str = Field(pattern=rf"^([0-9a-fA-F]{{2}}){{1,{MAX_FRAME}}}$",
+                       description="The Ethernet frame, hex.")
+
+
+class TraceLayer(BaseModel):
+    layer: str
+    how: str = Field(description="rule, default, conn-original or conn-reply.")
+    rule: str | None = Field(description="The deciding rule (layer/direction/index).")
+    file: str | None
+    line: int | None
+    actions: str
+
+
+class TraceFlow(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    port: str
+    direction: str
+    key: str
+    final_key: str
+    dest: str
+    new: bool = Field(description="Created by this packet.")
+    layers: list[TraceLayer]
+    transposition: str
+    drop: str | None
+    conn_state: str
+    offload_before: str
+    offload_after: str
+
+
+class TraceOutput(BaseModel):
+    port: str
+    len: int
+    hex: str
+    decoded: str
+
+
+class TraceDrop(BaseModel):
+    port: str
+    reason: str
+
+
+class TraceSide(BaseModel):
+    side: str = Field(description="nic or host.")
+    decides: bool = Field(description="This side processes the frame (the other: what-if).")
+    hit: bool | None
+    miss: str | None = Field(description="NIC: why it is an exception.")
+    why: str
+    flows: list[TraceFlow]
+    outputs: list[TraceOutput]
+    drops: list[TraceDrop]
+
+
+class TraceResult(BaseModel):
+    """One packet through the switch without changing its state: each layer's rule, the
+    flow it creates or hits, what the NIC does (hit, or miss and why) and the host does,
+    and the output frames."""
+
+    model_config = ConfigDict(extra="allow")
+    in_port: str
+    key: str
+    path: str = Field(description="nic, or the exception path (pf, vf, guest, host).")
+    outputs: list[TraceOutput]
+    drops: list[TraceDrop]
+    nic: TraceSide
+    host: TraceSide
+    agree: bool | None = Field(description="NIC hit: the host alone does the same.")
+    created: list[TraceFlow]
+    nic_ops: list[dict[str, Any]]
+    detail: str
