@@ -317,3 +317,67 @@ def test_trace_bad_input(client: TestClient) -> None:
     assert r.status_code == 404 and r.json()["detail"].startswith("body.port: unknown port")
     r = client.post("/v1/trace", json={"port": "web", "frame": "0g"})
     assert r.status_code == 400 and r.json()["detail"].startswith("body.frame: String should")
+
+
+def test_a_full_control_queue_is_503_and_logged_once(rig: Rig, caplog) -> None:
+    import logging
+
+    from hostsdn.runtime.control import ControlChannel
+
+    rig.board.control = ControlChannel(max_pending=0)      # nothing runs it: always full
+    rig.board.logger = logging.getLogger("hostsdn.test.api")
+    c = TestClient(app_of(rig))
+    with caplog.at_level(logging.WARNING, logger="hostsdn.test.api"):
+        for _ in range(3):
+            r = c.get("/v1/summary")
+            assert r.status_code == 503 and r.json()["kind"] == "busy"
+    limits = [rec for rec in caplog.records if getattr(rec, "event", "") == "limit"]
+    assert len(limits) == 1 and "refused (503)" in limits[0].getMessage()
+
+
+def test_control_channel_runs_jobs_in_the_loop_thread_and_hands_back_errors() -> None:
+    import threading
+
+    from hostsdn.runtime.control import ControlChannel, ControlClosed
+
+    ch = ControlChannel()
+    woken = []
+    ch.attach(lambda: woken.append(1))
+    f1 = ch.submit(threading.get_ident)
+    f2 = ch.submit(lambda: 1 // 0)
+    assert woken and not f1.done()
+    t = threading.Thread(target=ch.run_pending)
+    t.start()
+    t.join()
+    assert f1.result() == t.ident
+    with pytest.raises(ZeroDivisionError):
+        f2.result()
+    f3 = ch.submit(lambda: 3)
+    ch.close()
+    with pytest.raises(ControlClosed):
+        f3.result()
+    with pytest.raises(ControlClosed):
+        ch.submit(lambda: 4)
+
+
+def test_limits_reached_are_logged_with_the_increase(rig: Rig, caplog) -> None:
+    import logging
+
+    from hostsdn.runtime.slowpath import SlowPath
+
+    log = logging.getLogger("hostsdn.test.limits")
+    slow = SlowPath(rig.dp, {}, logger=log)
+    try:
+        with caplog.at_level(logging.WARNING, logger="hostsdn.test.limits"):
+            slow._log_limits()                   # the counts so far: the baseline
+            caplog.clear()
+            slow._log_limits()
+            assert caplog.records == []          # nothing new, nothing said
+            rig.dp.manager.refused["capacity"] += 3
+            rig.dp.drop_reasons["snat_exhausted"] += 1
+            slow._log_limits()
+        (rec,) = caplog.records
+        assert rec.getMessage() == ("hostsdn up: limits reached since the last status: "
+                                    "nic_capacity_refusals +3, snat_exhausted_drops +1")
+    finally:
+        slow.close()

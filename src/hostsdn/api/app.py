@@ -18,6 +18,7 @@ means "the policy is invalid".
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from hostsdn.flows.table import UPLINK, Direction, OffloadState
 from hostsdn.nic.datapath import Datapath
 from hostsdn.runtime import views
 from hostsdn.runtime.control import ControlBusy, ControlChannel, ControlClosed
+from hostsdn.runtime.logs import log_event
 from hostsdn.runtime.reload import Reloader, ReloadOutcome
 from hostsdn.runtime.serving import ServeContext
 from hostsdn.runtime.slowpath import SlowPath
@@ -84,11 +86,14 @@ class Board:
     started: float = field(default_factory=time.monotonic)
     timeout: float = JOB_TIMEOUT
     pid: int = field(default_factory=os.getpid)
+    logger: logging.Logger | None = None
+    _busy_logged: float = -1e9
 
     @classmethod
     def from_context(cls, ctx: ServeContext) -> Board:
         return cls(dp=ctx.dp, policy_file=ctx.policy_file, reloader=ctx.reloader,
-                   control=ctx.control, slow=ctx.slow, clock=ctx.slow.clock)
+                   control=ctx.control, slow=ctx.slow, clock=ctx.slow.clock,
+                   logger=ctx.logger)
 
     @property
     def uptime_base(self) -> float:
@@ -102,6 +107,12 @@ class Board:
         try:
             fut = self.control.submit(job)
         except ControlBusy as exc:
+            now = time.monotonic()
+            if self.logger is not None and now - self._busy_logged >= 10.0:
+                self._busy_logged = now          # one line per 10 s of overload
+                log_event(self.logger, logging.WARNING, "limit",
+                          f"hostsdn up: API requests refused (503): {exc}",
+                          api_refused_busy=self.control.refused_busy)
             raise ApiError(503, str(exc), "busy") from None
         except ControlClosed as exc:
             raise ApiError(503, str(exc), "stopping") from None

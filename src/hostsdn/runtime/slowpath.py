@@ -110,6 +110,7 @@ class SlowPath:
         self.on_reload = on_reload
         self.control = control
         self.errors = 0
+        self._limits_seen: dict[str, int] = {}
         self.setup_latency = LatencyHistogram()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         if control is not None:
@@ -251,9 +252,31 @@ class SlowPath:
             line += f" errors={st.errors}"
         return line
 
+    def limits(self) -> dict[str, int]:
+        """Counters of limits the switch ran into: NIC cache full (flows refused for
+        capacity, entries evicted), SNAT ports exhausted, meters dropping."""
+        mgr = self.dp.manager
+        return {"nic_capacity_refusals": mgr.refused.get("capacity", 0),
+                "nic_evictions": mgr.counters["evictions"],
+                "snat_exhausted_drops": self.dp.drop_reasons.get("snat_exhausted", 0),
+                "meter_drops": self.dp.drop_reasons.get("meter", 0)}
+
+    def _log_limits(self) -> None:
+        """One ``limit`` warning per status interval in which a limit was reached, with
+        how often since the last one."""
+        now = self.limits()
+        grown = {k: v - self._limits_seen.get(k, 0) for k, v in now.items()
+                 if v > self._limits_seen.get(k, 0)}
+        self._limits_seen = now
+        if grown:
+            text = ", ".join(f"{k} +{v}" for k, v in grown.items())
+            log_event(self.log, logging.WARNING, "limit",
+                      f"hostsdn up: limits reached since the last status: {text}", **grown)
+
     def _log_status(self, now: float, *, final: bool = False) -> None:
         if not self.log.handlers:
             return
+        self._log_limits()
         st = self.status(now)
         s = st.datapath
         prefix = "hostsdn up: final: " if final else "hostsdn up: "
