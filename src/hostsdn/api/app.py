@@ -366,13 +366,14 @@ def create_app(board: Board) -> FastAPI:
         text, gen = await board.run(job)
         return m.PolicyInfo(file=str(board.policy_file), text=text, generation=gen)
 
-    changes = {200: {"model": m.ReloadResult, "description": "Applied"},
-               409: {"model": m.Problem, "description":
-                     "Changes the topology (each difference named) or the NIC refused it; "
-                     "the old policy stays"},
-               422: {"model": m.Problem, "description":
-                     "Invalid policy (file, line, field); the old policy stays"},
-               500: {"model": m.Problem, "description": "Internal error; the old policy stays"}}
+    changes: dict[int | str, dict[str, Any]] = {
+        200: {"model": m.ReloadResult, "description": "Applied"},
+        409: {"model": m.Problem, "description":
+              "Changes the topology (each difference named) or the NIC refused it; "
+              "the old policy stays"},
+        422: {"model": m.Problem, "description":
+              "Invalid policy (file, line, field); the old policy stays"},
+        500: {"model": m.Problem, "description": "Internal error; the old policy stays"}}
 
     @app.put("/v1/policy", tags=["policy"], responses=changes, response_model=m.ReloadResult)
     async def put_policy(body: m.PolicyPut) -> JSONResponse:

@@ -216,6 +216,3 @@ def render(snap: Snapshot) -> bytes:
     registry.register(SnapshotCollector(snap))
     return generate_latest(registry)
 
-
-def direction_label(d: Direction) -> str:
-    return d.value

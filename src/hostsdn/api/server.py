@@ -28,7 +28,7 @@ import os
 import socket
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,10 +78,11 @@ def read_token(path: str) -> str:
     p = Path(path)
     try:
         mode = p.stat().st_mode
-        token = p.read_text().strip().splitlines()[0].strip() if p.read_text().strip() else ""
+        lines = p.read_text().strip().splitlines()
     except OSError as exc:
         raise DaemonError(f"cannot read the API token file {path}: {exc.strerror or exc}") \
             from None
+    token = lines[0].strip() if lines else ""
     if not token:
         raise DaemonError(f"the API token file {path} is empty")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -91,7 +92,7 @@ def read_token(path: str) -> str:
 
 
 async def _problem(send: Any, status: int, detail: str, kind: str,
-                   headers: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
+                   headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     body = json.dumps({"detail": detail, "kind": kind, "errors": [], "differences": [],
                        "file": None, "line": None, "field": None}).encode()
     await send({"type": "http.response.start", "status": status,

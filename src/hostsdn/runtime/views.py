@@ -246,17 +246,16 @@ def list_nic_entries(dp: Datapath, *, port: str | None = None, after: int | None
 
 def port_records(dp: Datapath) -> list[dict[str, Any]]:
     sw = dp.switch
-    offloaded = {d: 0 for d in Direction}
     out = []
     for name, ps in sw.ports.items():
         traffic = sw.port_traffic(name)
         per_dir: dict[str, Any] = {}
         for d in Direction:
             table = ps.tables.table(d)
-            offloaded[d] = sum(1 for f in table.values()
-                               if f.offload_state is OffloadState.OFFLOADED)
+            offloaded = sum(1 for f in table.values()
+                            if f.offload_state is OffloadState.OFFLOADED)
             t = traffic[d]
-            per_dir[d.value] = {"flows": len(table), "offloaded": offloaded[d],
+            per_dir[d.value] = {"flows": len(table), "offloaded": offloaded,
                                 "host_packets": t.host_packets, "host_bytes": t.host_bytes,
                                 "nic_packets": t.nic_packets, "nic_bytes": t.nic_bytes}
         port = ps.port
