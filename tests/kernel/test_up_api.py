@@ -173,17 +173,20 @@ def test_flows_agree_with_the_switch(api_up: ApiUp) -> None:
             assert ports[name][d]["flows"] == sum(1 for f in flows if f["port"] == name
                                                   and f["direction"] == d)
     assert {f["connection"] for f in flows} == {c["id"] for c in conns}
-    offloaded = {f["nic_handle"]: f["id"] for f in flows if f["offload_state"] == "offloaded"}
+    offloaded = {f["offload"]["nic_handle"]: f["id"] for f in flows
+                 if f["offload"]["state"] == "offloaded"}
     assert {e["handle"]: e["flow"] for e in entries} == offloaded
     assert len(entries) == summary["nic_flows_now"]
     assert len(mine) == 1 and one == mine[0] | {"age": one["age"], "idle": one["idle"]}
     flow = mine[0]
     # ~200 kB from a to b: most segments went through the NIC (simnic model or BPF maps)
     # while the connection was established; its FINs took it back to the host
-    assert flow["nic_packets"] + flow["packets"] > 100
-    assert flow["nic_packets"] > flow["packets"]
-    assert (flow["offload_state"], flow["offload_reason"]) == ("pending", "conn_state")
-    assert flow["nic_handle"] is None
+    assert flow["nic_packets"] + flow["host_packets"] > 100
+    assert flow["nic_packets"] > flow["host_packets"]
+    assert (flow["offload"]["state"], flow["offload"]["reason"]) == ("pending", "conn_state")
+    assert flow["offload"]["nic_handle"] is None
+    assert [r["layer"] for r in flow["rules"]] == ["acl", "nat"]
+    assert flow["rules"][0]["how"] == "rule" and flow["rules"][0]["line"]
     conn = next(c for c in conns if c["id"] == flow["connection"])
     assert conn["proto_name"] == "tcp" and flow["id"] in conn["flows"]
     assert ports[a]["out"]["nic_packets"] >= flow["nic_packets"]

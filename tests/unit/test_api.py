@@ -62,11 +62,15 @@ def test_flows_are_the_switch_flows_and_pages_cover_each_once(rig: Rig,
     flows = all_pages(client, "/v1/flows", "flows")
     ids = [f["id"] for f in flows]
     assert ids == sorted(set(ids))
-    expected = {(f.port, f.direction.value, f.packets, f.offload_state.value)
+    expected = {(f.id, f.port, f.direction.value, f.packets, f.nic_packets, f.nic_handle or None)
                 for f in rig.dp.switch.flows()}
     assert len(flows) == rig.dp.switch.flow_count() > 7
-    assert {(f["port"], f["direction"], f["packets"], f["offload_state"])
-            for f in flows} == expected
+    assert {(f["id"], f["port"], f["direction"], f["host_packets"], f["nic_packets"],
+             f["offload"]["nic_handle"]) for f in flows} == expected
+    from hostsdn.nic.flowdump import flow_rows
+    rows = flow_rows(rig.dp, rig.now)       # what `hostsdn flows` shows: the same rows
+    assert sorted((f["key"], f["direction"], f["offload"]["state"]) for f in flows) == \
+        sorted((r["key"], r["direction"], r["offload"]["state"]) for r in rows)
     one = flows[len(flows) // 2]
     assert client.get(f"/v1/flows/{one['id']}").json() == one
 
@@ -78,15 +82,23 @@ def test_flow_filters(rig: Rig, client: TestClient) -> None:
     got = all_pages(client, "/v1/flows", "flows", state="offloaded")
     want = sum(1 for f in sw if f.offload_state is OffloadState.OFFLOADED)
     assert len(got) == want > 0
+    assert {f["offload"]["state"] for f in got} == {"offloaded"}
     tcp = all_pages(client, "/v1/flows", "flows", proto="tcp")
     assert len(tcp) == sum(1 for f in sw if 6 in (f.key.proto, getattr(f.key.inner, "proto",
                                                                           None)))
-    target = next(f for f in tcp if f["key"]["dst_port"])
+    target = next(f for f in tcp if f["match"].get("dport"))
+    m = target["match"]
     exact = client.get("/v1/flows", params={
-        "proto": "6", "src_ip": target["key"]["src_ip"], "dst_ip": target["key"]["dst_ip"],
-        "src_port": target["key"]["src_port"], "dst_port": target["key"]["dst_port"]}).json()
+        "proto": "6", "src_ip": m["src"], "dst_ip": m["dst"], "src_port": m["sport"],
+        "dst_port": m["dport"]}).json()
     assert target["id"] in [f["id"] for f in exact["flows"]]
-    assert all(f["key"]["dst_port"] == target["key"]["dst_port"] for f in exact["flows"])
+    assert all(f["match"]["dport"] == m["dport"] for f in exact["flows"])
+    either = all_pages(client, "/v1/flows", "flows", ip=m["dst"], l4_port=m["dport"])
+    assert target["id"] in [f["id"] for f in either]
+    def l4(match: dict) -> set:
+        inner = match.get("inner") or {}
+        return {match.get("sport"), match.get("dport"), inner.get("sport"), inner.get("dport")}
+    assert all(m["dport"] in l4(f["match"]) for f in either)
 
 
 def test_connections_and_nic_entries_agree_with_the_switch(rig: Rig,
@@ -124,7 +136,10 @@ def test_ports_count_host_and_nic_traffic(rig: Rig, client: TestClient) -> None:
     ("proto=999", "query.proto: String should match pattern"),
     ("src_ip=10.1.0.300", "query.src_ip: String should match pattern"),
     ("prot=tcp", ("unknown query parameter 'prot' (known: after, direction, dst_ip, "
-                 "dst_port, limit, port, proto, src_ip, src_port, state, sync)")),
+                  "dst_port, ip, l4_port, limit, port, proto, src_ip, src_port, state, "
+                  "sync)")),
+    ("state=gone", ("query.state: Input should be 'offloaded', 'pending', 'refused', "
+                    "'evicted', 'idle', 'stale' or 'host'")),
 ])
 def test_malformed_queries_are_400_with_the_reason(client: TestClient, query: str,
                                                    message: str) -> None:

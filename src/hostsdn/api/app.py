@@ -36,8 +36,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from hostsdn import __version__
 from hostsdn.api import models as m
 from hostsdn.api.metrics import render, take_snapshot
-from hostsdn.flows.table import UPLINK, Direction, OffloadState
+from hostsdn.flows.table import UPLINK, Direction
 from hostsdn.nic.datapath import Datapath
+from hostsdn.nic.flowdump import FlowFilter as RowFilter
 from hostsdn.runtime import views
 from hostsdn.runtime.control import ControlBusy, ControlChannel, ControlClosed
 from hostsdn.runtime.logs import log_event
@@ -277,12 +278,17 @@ def create_app(board: Board) -> FastAPI:
     @app.get("/v1/flows", response_model=m.FlowPage, tags=["flows"])
     async def flows(
         port: Annotated[str | None, Query(max_length=64, description="Port name")] = None,
-        direction: Annotated[m.FlowDirection | None, Query()] = None,
-        state: Annotated[m.FlowOffloadState | None, Query(
-            description="Offload state: host, pending, offloaded")] = None,
+        direction: Annotated[m.FlowDirection | None, Query(
+            description="out: sent by the VM; in: towards it")] = None,
+        state: Annotated[m.OperatorState | None, Query(
+            description="Offload state as `hostsdn flows` shows it")] = None,
         proto: Annotated[str | None, Query(pattern=PROTO_PATTERN,
                                            description="tcp, udp, icmp, ... or a number")
                          ] = None,
+        ip: Annotated[str | None, Query(pattern=IP_PATTERN,
+                                        description="An address on either side")] = None,
+        l4_port: Annotated[int | None, Query(ge=0, le=65535,
+                                             description="A port on either side")] = None,
         src_ip: Annotated[str | None, Query(pattern=IP_PATTERN, description=IP_DOC)] = None,
         dst_ip: Annotated[str | None, Query(pattern=IP_PATTERN, description=IP_DOC)] = None,
         src_port: Annotated[int | None, Query(ge=0, le=65535)] = None,
@@ -296,8 +302,9 @@ def create_app(board: Board) -> FastAPI:
         """Flows in id order, filtered (a 5-tuple field matches the key or, for a
         tunnelled frame, its inner key), one page at a time."""
         flt = views.FlowFilter(
-            port=port, direction=Direction(direction.value) if direction else None,
-            state=OffloadState(state.value) if state else None, proto=_proto(proto),
+            rows=RowFilter(port=port, direction=Direction(direction.value) if direction
+                           else None, state=state.value if state else None,
+                           proto=_proto(proto), ip=_canonical_ip(ip, "ip"), l4_port=l4_port),
             src_ip=_canonical_ip(src_ip, "src_ip"), dst_ip=_canonical_ip(dst_ip, "dst_ip"),
             src_port=src_port, dst_port=dst_port)
 

@@ -88,63 +88,76 @@ class PortInfo(BaseModel):
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
 
-class Key(BaseModel):
-    """An exact flow key (outermost headers; ``inner`` for a tunnelled frame)."""
-
-    src_mac: str
-    dst_mac: str
-    vlans: list[int]
-    ethertype: int
-    ip_version: int = Field(description="0 (not IP), 4 or 6.")
-    src_ip: str | None
-    dst_ip: str | None
-    proto: int
-    proto_name: str | None
-    src_port: int = Field(description="TCP/UDP/SCTP port; ICMP echo: identifier.")
-    dst_port: int = Field(description="TCP/UDP/SCTP port; ICMP: type << 8 | code.")
-    dscp: int
-    frag: int = Field(description="0 not a fragment, 1 first, 2 later.")
-    vni: int | None
-    inner: Key | None
-
-
 class FlowDirection(str, enum.Enum):
     out = "out"
     in_ = "in"
 
 
-class FlowOffloadState(str, enum.Enum):
-    host = "host"
-    pending = "pending"
+class OperatorState(str, enum.Enum):
+    """A flow's offload state as ``hostsdn flows`` shows it."""
+
     offloaded = "offloaded"
+    pending = "pending"
+    refused = "refused"
+    evicted = "evicted"
+    idle = "idle"
+    stale = "stale"
+    host = "host"
+
+
+MATCH_DOC = ("The key as JSON: src_mac, dst_mac, ethertype; for IP ip_version, src, dst, "
+             "proto; sport, dport for TCP/UDP/SCTP; vlans; vni and inner for a tunnel.")
+
+
+class RuleStep(BaseModel):
+    layer: str
+    how: str = Field(description="rule, default, conn-original or conn-reply.")
+    rule: str | None = Field(description="The deciding rule (layer/direction/index).")
+    file: str | None
+    line: int | None
+    actions: str
+    where: str = Field(description="file:line of the rule (or of the layer).")
+
+
+class FlowConn(BaseModel):
+    proto: int
+    state: str | None = Field(description="TCP state (null for other protocols).")
+    side: str = Field(description="original or reply.")
+    expires_in: float
+
+
+class FlowOffload(BaseModel):
+    state: OperatorState
+    reason: str = Field(description="offloaded, not_yet, conn_state, capacity, evicted, "
+                        "idle, unsupported_action, unsupported_match, not_cacheable, "
+                        "stale_generation, disabled, backend_error (empty: not asked yet).")
+    detail: str = Field(description="In words, e.g. 'the NIC lacks meter'.")
+    nic_handle: int | None = Field(description="The NIC entry holding it, if offloaded.")
 
 
 class Flow(BaseModel):
+    """A flow as ``hostsdn flows`` lists it (``nic/flowdump.py``), with its id."""
+
     id: int = Field(description="The flow's number (1, 2, ... in creation order).")
+    connection: int = Field(description="Id of its connection (the connection's first flow).")
     port: str
     direction: FlowDirection
-    key: Key = Field(description="What the flow matches.")
-    final_key: Key = Field(description="The frame after the flow's rewrite.")
-    decided_by: list[str] = Field(description="Per layer, the rule that decided (layer:rule).")
-    rewrite: dict[str, Any] = Field(description="The composed header edits (only those made).")
+    key: str = Field(description="What the flow matches, in words.")
+    match: dict[str, Any] = Field(description=MATCH_DOC)
     dest: str = Field(description="Port name, 'uplink', '*flood*' (out) or the own port (in).")
-    drop_reason: str | None = Field(description="Set when the flow drops its packets.")
+    rules: list[RuleStep] = Field(description="Per layer, VM side first: what decided.")
+    rewrite: str = Field(description="The composed header edits, in words.")
+    drop: str | None = Field(description="Set when the flow drops its packets (the reason).")
     meters: list[str]
-    generation: int
-    connection: int = Field(description="Id of the connection (its first flow's id).")
-    side: str = Field(description="original or reply (relative to the connection).")
-    packets: int = Field(description="Packets processed by the host.")
-    bytes: int
+    host_packets: int = Field(description="Packets processed by the host switch.")
+    host_bytes: int
     nic_packets: int = Field(description="Packets processed by the NIC (as last pulled).")
     nic_bytes: int
     age: float = Field(description="Seconds since the flow was created.")
-    idle: float = Field(description="Seconds since the host last saw a packet of it.")
-    offload_state: FlowOffloadState
-    offload_reason: str | None = Field(
-        description="offloaded, not_yet, conn_state, capacity, evicted, idle, "
-                    "unsupported_action, unsupported_match, not_cacheable, stale_generation, "
-                    "disabled, backend_error.")
-    nic_handle: int | None = Field(description="The NIC entry holding it, if offloaded.")
+    idle: float = Field(description="Seconds since the host or the NIC last used it.")
+    conn: FlowConn
+    offload: FlowOffload
+    generation: int
 
 
 class FlowPage(BaseModel):
@@ -181,12 +194,13 @@ class NicEntry(BaseModel):
     handle: int
     direction: FlowDirection
     port: str
-    key: Key
+    key: str = Field(description="What the entry matches, in words.")
+    match: dict[str, Any] = Field(description=MATCH_DOC)
     dest: str
     drop: bool
     drop_reason: str | None
     meters: list[str]
-    rewrite: dict[str, Any]
+    rewrite: str = Field(description="The entry's header edits, in words.")
     packets: int = Field(description="The NIC's own hit counter of the entry.")
     bytes: int
     flow: int | None = Field(description="The host flow it stands for (null: unknown).")

@@ -1,35 +1,38 @@
-"""Plain-data views of a running datapath: flows, connections, NIC entries, ports.
+"""Plain-data views of a running datapath for the management API: pages of flows,
+connections, NIC entries; ports.
 
 Pure functions of the datapath's state and ``now`` (the loop's clock) returning JSON-ready
-dicts; the management API runs them in the packet loop's thread (through the control
-channel) and validates them against its schemas (``hostsdn.api.models``), which document
-every field.  Nothing here changes the switch, except ``sync_nic_counters`` (it pulls the
-NIC's hit counters into the host flows, as the offload manager does on its own).
+dicts; the API runs them in the packet loop's thread (through the control channel) and
+validates them against its schemas (``hostsdn.api.models``), which document every field.
+A flow is the row of ``nic/flowdump.py`` (the one ``hostsdn flows`` and ``replay
+--dump-flows`` show) plus its id and its connection's id.  Nothing here changes the
+switch, except ``sync_nic_counters`` (it pulls the NIC's hit counters into the host flows,
+as the offload manager does on its own).
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hostsdn.flows.table import ConnEntry, Direction, Flow, OffloadState
 from hostsdn.nic.datapath import Datapath
+from hostsdn.nic.flowdump import FlowFilter as RowFilter
+from hostsdn.nic.flowdump import flow_row, key_json
+from hostsdn.nic.trace import RuleBook, describe_key, describe_transposition
 from hostsdn.offload.backend import NicEntry
-from hostsdn.packet.key import NO_VNI, FlowKey
-from hostsdn.packet.transposition import Transposition
+from hostsdn.packet import constants as c
+from hostsdn.packet.key import FlowKey
 
-__all__ = ["FlowFilter", "connection_record", "flow_record", "key_record", "list_connections",
-           "list_flows", "list_nic_entries", "one_flow", "port_records", "sync_nic_counters"]
+__all__ = ["FlowFilter", "connection_record", "flow_record", "list_connections", "list_flows",
+           "list_nic_entries", "one_flow", "port_records", "sync_nic_counters"]
 
 MAX_PAGE = 1000
-PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 47: "gre", 132: "sctp"}
+PROTO_NAMES = {c.IPPROTO_ICMP: "icmp", c.IPPROTO_TCP: "tcp", c.IPPROTO_UDP: "udp",
+               c.IPPROTO_ICMPV6: "icmpv6", c.IPPROTO_GRE: "gre", c.IPPROTO_SCTP: "sctp"}
 PROTO_NUMBERS = {v: k for k, v in PROTO_NAMES.items()}
-
-
-def _mac(b: bytes) -> str:
-    return b.hex(":")
 
 
 def _ip(version: int, value: int) -> str | None:
@@ -40,80 +43,29 @@ def _ip(version: int, value: int) -> str | None:
     return None
 
 
-def key_record(key: FlowKey) -> dict[str, Any]:
-    """A flow key as JSON: MACs and addresses as text, the protocol by name when known."""
-    return {
-        "src_mac": _mac(key.src_mac), "dst_mac": _mac(key.dst_mac),
-        "vlans": list(key.vlans), "ethertype": key.ethertype, "ip_version": key.ip_version,
-        "src_ip": _ip(key.ip_version, key.src_ip), "dst_ip": _ip(key.ip_version, key.dst_ip),
-        "proto": key.proto, "proto_name": PROTO_NAMES.get(key.proto),
-        "src_port": key.src_port, "dst_port": key.dst_port, "dscp": key.dscp,
-        "frag": key.frag, "vni": None if key.vni == NO_VNI else key.vni,
-        "inner": key_record(key.inner) if key.inner is not None else None,
-    }
-
-
-def rewrite_record(t: Transposition, ip_version: int) -> dict[str, Any]:
-    """The composed header transposition: only the edits it makes."""
-    out: dict[str, Any] = {}
-    if t.decap:
-        out["decap"] = True
-    if t.set_src_mac is not None:
-        out["set_src_mac"] = _mac(t.set_src_mac)
-    if t.set_dst_mac is not None:
-        out["set_dst_mac"] = _mac(t.set_dst_mac)
-    version = ip_version or 4
-    if t.set_src_ip is not None:
-        out["set_src_ip"] = _ip(version, t.set_src_ip)
-    if t.set_dst_ip is not None:
-        out["set_dst_ip"] = _ip(version, t.set_dst_ip)
-    for name in ("set_src_port", "set_dst_port", "set_dscp"):
-        value = getattr(t, name)
-        if value is not None:
-            out[name] = value
-    if t.encap is not None:
-        out["encap"] = t.encap.hex()
-    return out
-
-
-def flow_record(flow: Flow, now: float) -> dict[str, Any]:
-    inner = flow.key.inner if flow.key.inner is not None else flow.key
-    return {
-        "id": flow.id, "port": flow.port, "direction": flow.direction.value,
-        "key": key_record(flow.key), "final_key": key_record(flow.final_key),
-        "decided_by": list(flow.decided_by),
-        "rewrite": rewrite_record(flow.transposition, inner.ip_version),
-        "dest": flow.dest, "drop_reason": flow.drop_reason.value if flow.drop_reason else None,
-        "meters": list(flow.meters), "generation": flow.generation,
-        "connection": flow.conn.flows[0].id if flow.conn.flows else flow.id,
-        "side": "reply" if flow.side else "original",
-        "packets": flow.packets, "bytes": flow.bytes,
-        "nic_packets": flow.nic_packets, "nic_bytes": flow.nic_bytes,
-        "age": round(max(0.0, now - flow.created), 6),
-        "idle": round(max(0.0, now - flow.last_used), 6),
-        "offload_state": flow.offload_state.value,
-        "offload_reason": flow.offload_reason.value if flow.offload_reason else None,
-        "nic_handle": flow.nic_handle or None,
-    }
+def flow_record(dp: Datapath, flow: Flow, now: float, book: RuleBook) -> dict[str, Any]:
+    """``flowdump.flow_row`` plus the flow's ``id`` and its connection's (``connection``:
+    the id of the connection's first flow)."""
+    row = flow_row(dp, flow, now, book)
+    row["id"] = flow.id
+    row["connection"] = flow.conn.flows[0].id if flow.conn.flows else flow.id
+    return row
 
 
 @dataclass(frozen=True, slots=True)
 class FlowFilter:
-    """Which flows a listing wants (None: any).  A 5-tuple field matches the flow's key
-    or, for a tunnelled frame, its inner key."""
+    """Which flows a listing wants (None: any): ``flowdump.FlowFilter``'s fields (port,
+    direction, operator offload state, protocol, an address or L4 port on either side)
+    and the 5-tuple by side.  A 5-tuple field matches the flow's key or, for a tunnelled
+    frame, its inner key."""
 
-    port: str | None = None
-    direction: Direction | None = None
-    state: OffloadState | None = None
-    proto: int | None = None
+    rows: RowFilter = field(default_factory=RowFilter)
     src_ip: str | None = None
     dst_ip: str | None = None
     src_port: int | None = None
     dst_port: int | None = None
 
     def _key_matches(self, key: FlowKey) -> bool:
-        if self.proto is not None and key.proto != self.proto:
-            return False
         if self.src_port is not None and key.src_port != self.src_port:
             return False
         if self.dst_port is not None and key.dst_port != self.dst_port:
@@ -123,12 +75,13 @@ class FlowFilter:
         return not (self.dst_ip is not None
                     and _ip(key.ip_version, key.dst_ip) != self.dst_ip)
 
-    def matches(self, flow: Flow) -> bool:
-        if self.port is not None and flow.port != self.port:
-            return False
-        if self.direction is not None and flow.direction is not self.direction:
-            return False
-        if self.state is not None and flow.offload_state is not self.state:
+    def matches(self, dp: Datapath, flow: Flow) -> bool:
+        if self.rows.state is not None:
+            ps = dp.switch.ports.get(flow.port)
+            state = dp.manager.status(flow, ps.generation if ps is not None else -1)[0]
+        else:
+            state = ""
+        if not self.rows.matches(flow, state):
             return False
         key = flow.key
         return self._key_matches(key) or (key.inner is not None
@@ -150,10 +103,12 @@ def list_flows(dp: Datapath, now: float, flt: FlowFilter = FlowFilter(), *,
     """Flows matching ``flt`` in id order, ``limit`` after the id ``after``; ``next``
     is the ``after`` of the next page (None on the last)."""
     limit = max(1, min(limit, MAX_PAGE))
-    matching = [f for f in _all_flows(dp, flt.port) if flt.matches(f)]
+    matching = [f for f in _all_flows(dp, flt.rows.port) if flt.matches(dp, f)]
     total = len(matching)
     page, nxt = _page(matching, lambda f: f.id, after, limit)
-    return {"total": total, "next": nxt, "flows": [flow_record(f, now) for f in page]}
+    book = RuleBook(dp.switch.policy)
+    return {"total": total, "next": nxt, "flows": [flow_record(dp, f, now, book)
+                                                    for f in page]}
 
 
 def _all_flows(dp: Datapath, port: str | None = None) -> Iterable[Flow]:
@@ -168,7 +123,7 @@ def _all_flows(dp: Datapath, port: str | None = None) -> Iterable[Flow]:
 def one_flow(dp: Datapath, flow_id: int, now: float) -> dict[str, Any] | None:
     for f in _all_flows(dp):
         if f.id == flow_id:
-            return flow_record(f, now)
+            return flow_record(dp, f, now, RuleBook(dp.switch.policy))
     return None
 
 
@@ -212,12 +167,13 @@ def connection_count(dp: Datapath) -> int:
 
 def nic_entry_record(handle: int, entry: NicEntry, packets: int, bytes_: int,
                      flow: Flow | None) -> dict[str, Any]:
-    inner = entry.key.inner if entry.key.inner is not None else entry.key
+    final = flow.final_key if flow is not None else entry.key
     return {
         "handle": handle, "direction": entry.direction.value, "port": entry.port,
-        "key": key_record(entry.key), "dest": entry.dest, "drop": entry.drop,
-        "drop_reason": entry.drop_reason or None, "meters": list(entry.meters),
-        "rewrite": rewrite_record(entry.transposition, inner.ip_version),
+        "key": describe_key(entry.key), "match": key_json(entry.key), "dest": entry.dest,
+        "drop": entry.drop, "drop_reason": entry.drop_reason or None,
+        "meters": list(entry.meters),
+        "rewrite": describe_transposition(entry.transposition, final),
         "packets": packets, "bytes": bytes_, "flow": flow.id if flow is not None else None,
     }
 
@@ -259,7 +215,7 @@ def port_records(dp: Datapath) -> list[dict[str, Any]]:
                                 "host_packets": t.host_packets, "host_bytes": t.host_bytes,
                                 "nic_packets": t.nic_packets, "nic_bytes": t.nic_bytes}
         port = ps.port
-        out.append({"name": name, "mac": _mac(port.mac),
+        out.append({"name": name, "mac": port.mac.hex(":"),
                     "addresses": [str(a) for a in port.ips],
                     "layers": list(port.layers), "generation": ps.generation,
                     "out": per_dir["out"], "in": per_dir["in"]})
