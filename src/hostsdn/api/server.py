@@ -11,7 +11,8 @@ Limits (a slow or hostile client cannot stall forwarding, nor take the API down 
 long): request bodies over ``max_body`` bytes get 413 before they are read further
 (``BodyLimit``); request heads over 16 KiB are refused by h11; at most ``max_clients``
 connections at once (503 beyond: uvicorn's ``limit_concurrency``); idle keep-alive
-connections close after ``keepalive`` s; a request waits at most ``JOB_TIMEOUT`` for the
+connections close after ``keepalive`` s, and a connection that has not completed a
+request head within ``HEAD_TIMEOUT`` s (slowloris) is closed; a request waits at most ``JOB_TIMEOUT`` for the
 loop (504).  On TCP every request needs ``Authorization: Bearer <token>`` (the token file
 given at start; compared with ``hmac.compare_digest``), else 401; with ``--api-cert`` /
 ``--api-key`` the TCP listener speaks TLS.  The Unix socket is guarded by its mode.
@@ -47,6 +48,10 @@ MAX_BODY = 1 << 20
 MAX_CLIENTS = 32
 KEEPALIVE = 5.0
 MAX_HEAD = 16 * 1024
+HEAD_TIMEOUT = 10.0
+"""A connection that has not completed a request head for this long is closed (a client
+trickling its headers would otherwise hold a connection slot for ever: uvicorn times
+out only idle keep-alive connections)."""
 START_TIMEOUT = 10.0
 
 
@@ -62,6 +67,7 @@ class ApiOptions:
     max_body: int = MAX_BODY
     max_clients: int = MAX_CLIENTS
     keepalive: float = KEEPALIVE
+    head_timeout: float = HEAD_TIMEOUT
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -245,9 +251,36 @@ class ApiServer:
         self._thread = threading.Thread(target=self._run, name="hostsdn-api", daemon=True)
         self._error: BaseException | None = None
 
+    async def _reap_slow_heads(self) -> None:
+        """Close connections with no request in progress for ``head_timeout`` s."""
+        limit = self.options.head_timeout
+        waiting: dict[int, tuple[object, float]] = {}
+        loop = asyncio.get_running_loop()
+        while not all(s.should_exit for s, _ in self.servers):
+            await asyncio.sleep(min(1.0, limit / 4))
+            now = loop.time()
+            seen = set()
+            for server, _ in self.servers:
+                for proto in list(server.server_state.connections):
+                    cycle = getattr(proto, "cycle", None)
+                    if cycle is not None and not getattr(cycle, "response_complete", True):
+                        continue                    # a request is being served
+                    key = id(proto)
+                    seen.add(key)
+                    mark = waiting.get(key)
+                    if mark is None or mark[0] is not cycle:
+                        waiting[key] = (cycle, now)
+                    elif now - mark[1] >= limit:
+                        transport = getattr(proto, "transport", None)
+                        if transport is not None:
+                            transport.close()
+            for key in set(waiting) - seen:
+                del waiting[key]
+
     def _run(self) -> None:
         async def main() -> None:
-            await asyncio.gather(*(s.serve(sockets=[sock]) for s, sock in self.servers))
+            await asyncio.gather(*(s.serve(sockets=[sock]) for s, sock in self.servers),
+                                 self._reap_slow_heads())
         try:
             asyncio.run(main())
         except BaseException as exc:  # noqa: BLE001  (reported by start / the log)
