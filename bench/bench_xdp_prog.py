@@ -1,8 +1,12 @@
 """Per-packet cost of the hostsdn XDP program and flow-install rate from Python.
 
 Per packet: BPF_PROG_TEST_RUN with ``repeat`` (kernel-measured average ns per run) on the
-real program, next to an empty ``return XDP_PASS`` program as the peer (the harness
-floor).  A non-live test run does not reset the frame between repetitions, so every
+real program, next to two peers built here with clang: an empty ``return XDP_PASS``
+program (the harness floor) and a *one-lookup reference*: parse Ethernet + IPv4 + ports
+into a key of out_flows' size and layout, one lookup in a hash map of the same type, key
+size, value size and capacity, and a ``bpf_redirect_map`` into a DEVMAP_HASH like
+hostsdn's (miss: XDP_PASS).  That is the least any exact-match flow cache must do; every
+row shows its ratio to the reference's hit (issue 10's aim: hit + forward <= 1.5x).  A non-live test run does not reset the frame between repetitions, so every
 scenario is arranged to be a steady state (the frame a repetition produces hits the
 same kind of entry again):
 
@@ -31,8 +35,11 @@ Interfaces used: veth pairs hsdno-b{u,1,2}/...p, created and deleted here.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import shutil
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -45,7 +52,14 @@ from hostsdn.flows.keys import normalize
 from hostsdn.nic.xdp import libbpf
 from hostsdn.nic.xdp.build import build_object, clang_command
 from hostsdn.nic.xdp.datapath import XdpDatapath, XdpVerdict
-from hostsdn.nic.xdp.layout import PortKind, Reason, encode_action, encode_key
+from hostsdn.nic.xdp.layout import (
+    FLOW_ACTION_SIZE,
+    OutKeyC,
+    PortKind,
+    Reason,
+    encode_action,
+    encode_key,
+)
 from hostsdn.packet import (
     NO_VNI,
     FlowKey,
@@ -72,6 +86,102 @@ char _license[] SEC("license") = "GPL";
 """
 
 
+REFERENCE_PROG = """\
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+/* the layout of hostsdn's struct out_key (port id + hdr_key), KEY_SIZE bytes */
+struct ref_key {
+    __u32 port_id;
+    __u8 dst_mac[6];
+    __u8 src_mac[6];
+    __be16 vlan;
+    __be16 ethertype;
+    __u8 n_vlans, ip_version, proto, dscp;
+    __be32 src_ip[4];
+    __be32 dst_ip[4];
+    __be16 src_port, dst_port;
+};
+_Static_assert(sizeof(struct ref_key) == KEY_SIZE, "key size differs from out_flows'");
+struct ref_value { __u32 tx_key; __u8 rest[VALUE_SIZE - 4]; };
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, MAX_ENTRIES);
+    __type(key, struct ref_key);
+    __type(value, struct ref_value);
+} ref_flows SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+    __uint(max_entries, 64);
+    __type(key, __u32);
+    __type(value, __u32);
+} ref_tx SEC(".maps");
+
+SEC("xdp")
+int xdp_ref(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+    struct ethhdr *eth = data;
+    struct iphdr *ip = (void *)(eth + 1);
+    struct ref_key key;
+    __u16 *ports;
+
+    if ((void *)(ip + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+        return XDP_PASS;
+    __builtin_memset(&key, 0, sizeof(key));
+    key.port_id = ctx->ingress_ifindex;
+    __builtin_memcpy(key.dst_mac, eth->h_dest, 6);
+    __builtin_memcpy(key.src_mac, eth->h_source, 6);
+    key.ethertype = eth->h_proto;
+    key.ip_version = 4;
+    key.proto = ip->protocol;
+    key.src_ip[0] = ip->saddr;
+    key.dst_ip[0] = ip->daddr;
+    ports = (void *)ip + ip->ihl * 4;
+    if ((ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP)
+        && (void *)(ports + 2) <= end) {
+        key.src_port = ports[0];
+        key.dst_port = ports[1];
+    }
+    struct ref_value *v = bpf_map_lookup_elem(&ref_flows, &key);
+    if (!v)
+        return XDP_PASS;
+    return bpf_redirect_map(&ref_tx, v->tx_key, 0);
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def reference_key(frame: bytes, ifindex: int) -> bytes:
+    """The reference program's key of an untagged IPv4 TCP/UDP ``frame`` (as its C does)."""
+    ihl = (frame[14] & 0x0F) * 4
+    proto = frame[23]
+    ports = frame[14 + ihl:14 + ihl + 4] if proto in (6, 17) else bytes(4)
+    return (struct.pack("=I", ifindex) + frame[0:12] + bytes(2) + frame[12:14]
+            + bytes((0, 4, proto, 0)) + frame[26:30] + bytes(12) + frame[30:34] + bytes(12)
+            + ports)
+
+
+def reference_program(tmp: Path, max_entries: int) -> libbpf.BpfObject:
+    """The one-lookup reference, built with out_flows' key and value sizes."""
+    src = tmp / "xdp_ref.bpf.c"
+    src.write_text(REFERENCE_PROG)
+    obj = tmp / "xdp_ref.bpf.o"
+    cmd = clang_command(shutil.which("clang") or "clang", src, obj)
+    defines = [f"-DKEY_SIZE={ctypes.sizeof(OutKeyC)}", f"-DVALUE_SIZE={FLOW_ACTION_SIZE}",
+               f"-DMAX_ENTRIES={max_entries}"]
+    subprocess.run([cmd[0], *defines, *cmd[1:]], check=True)
+    bpf = libbpf.BpfObject(obj)
+    bpf.load()
+    return bpf
+
+
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=False, capture_output=True)
 
@@ -94,7 +204,6 @@ def delete_ifaces() -> None:
 def empty_program(tmp: Path) -> libbpf.BpfObject:
     src = tmp / "xdp_pass.bpf.c"
     src.write_text(EMPTY_PROG)
-    import shutil
     obj = tmp / "xdp_pass.bpf.o"
     subprocess.run(clang_command(shutil.which("clang") or "clang", src, obj), check=True)
     bpf = libbpf.BpfObject(obj)
@@ -152,13 +261,31 @@ def check(dp: XdpDatapath, frame: bytes, port: int, verdict: XdpVerdict,
     assert (r.verdict, r.reason) == (verdict, reason), (r.verdict, r.reason)
 
 
-def per_packet(dp: XdpDatapath, runner: Runner, empty_fd: int, repeat: int,
-               live: bool) -> list[tuple[str, float, str]]:
+REF_HIT = "reference: one lookup + redirect (hit)"
+
+
+def per_packet(dp: XdpDatapath, runner: Runner, empty_fd: int, ref: libbpf.BpfObject,
+               repeat: int, live: bool) -> list[tuple[str, float, str]]:
     rows: list[tuple[str, float, str]] = []
     tcp = make_tcp(VM1_MAC, GW_MAC, "10.0.0.1", "93.184.216.34", 40000, 443, "PA", b"x" * 64)
     fd = dp.prog_fd
     rows.append(("empty XDP program (peer: harness floor)",
                  runner.ns(empty_fd, tcp, VM1, repeat), "XDP_PASS"))
+
+    ref_fd = ref.find_program("xdp_ref").fd
+    flows_fd, tx_fd = ref.find_map("ref_flows").fd, ref.find_map("ref_tx").fd
+    ctx = runner.ctx(VM1, len(tcp))
+    if libbpf.prog_test_run(ref_fd, tcp, ctx_in=ctx).retval != XdpVerdict.PASS:
+        raise RuntimeError("the reference program does not pass a miss")
+    rows.append(("reference: one lookup, miss -> XDP_PASS", runner.ns(ref_fd, tcp, VM1, repeat),
+                 "XDP_PASS"))
+    libbpf.map_update_elem(tx_fd, struct.pack("=I", UPLINK),
+                           struct.pack("=I", runner.ifindex[UPLINK]))
+    libbpf.map_update_elem(flows_fd, reference_key(tcp, runner.ifindex[VM1]),
+                           struct.pack("=I", UPLINK) + bytes(FLOW_ACTION_SIZE - 4))
+    if libbpf.prog_test_run(ref_fd, tcp, ctx_in=ctx).retval != XdpVerdict.REDIRECT:
+        raise RuntimeError("the reference program does not redirect a hit (key mismatch?)")
+    rows.append((REF_HIT, runner.ns(ref_fd, tcp, VM1, repeat), "XDP_REDIRECT"))
 
     dp.flush()
     check(dp, tcp, VM1, XdpVerdict.PASS, Reason.MISS_OUT)
@@ -319,6 +446,7 @@ def main() -> int:
     ifindex = make_ifaces()
     dp = XdpDatapath()
     empty: libbpf.BpfObject | None = None
+    ref: libbpf.BpfObject | None = None
     try:
         dp.open(obj, max_flows=max(args.flows, 1024) * 5 // 4)
         for port, mac, kind in ((UPLINK, UPLINK_MAC, PortKind.UPLINK),
@@ -326,20 +454,26 @@ def main() -> int:
             dp.set_port(port, ifindex[port], mac, kind)
         with tempfile.TemporaryDirectory(prefix="hsdnt-bench-") as tmp:
             empty = empty_program(Path(tmp))
+            ref = reference_program(Path(tmp), dp.capacity(Direction.OUT))
             runner = Runner(dp, ifindex)
-            pkt_rows = per_packet(dp, runner, empty.find_program("xdp_pass").fd, args.repeat,
-                                  args.live)
+            pkt_rows = per_packet(dp, runner, empty.find_program("xdp_pass").fd, ref,
+                                  args.repeat, args.live)
         install_rows = [] if args.packets_only else installs(dp, args.flows)
     finally:
-        if empty is not None:
-            empty.close()
+        for obj_ in (empty, ref):
+            if obj_ is not None:
+                obj_.close()
         dp.close()
         delete_ifaces()
 
+    ref_ns = {n: v for n, v, _ in pkt_rows}[REF_HIT]
     print(f"\nper packet, BPF_PROG_TEST_RUN repeat={args.repeat} (best of 3)")
-    print(f"{'scenario':<52}{'ns/pkt':>10}  verdict")
+    print(f"{'scenario':<52}{'ns/pkt':>10}{'vs ref hit':>12}  verdict")
     for name, value, note in pkt_rows:
-        print(f"{name:<52}{value:>10.1f}  {note}")
+        print(f"{name:<52}{value:>10.1f}{value / ref_ns:>11.2f}x  {note}")
+    fwd = {n: v for n, v, _ in pkt_rows}["hit + forward"]
+    print(f"aim (issue 10): hit + forward <= 1.5x the one-lookup reference: "
+          f"{fwd / ref_ns:.2f}x ({'met' if fwd <= 1.5 * ref_ns else 'not met'})")
     if install_rows:
         print(f"\nflow operations from Python, N={args.flows}")
         print(f"{'operation':<52}{'ops/s':>12}  note")
