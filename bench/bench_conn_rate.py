@@ -30,6 +30,9 @@ Peers, one after the other:
         [--inflight 32] [--protos udp,tcp]
         [--peers bridge-nft,ovs-afxdp-ct,ovs-netdev-ct,xdp,simnic,none]
 
+A/B: ``--peers xdp,xdp-evict1`` adds ``hostsdn up --nic xdp --evict-batch 1`` (the NIC
+cache evicts one entry at a time, as before batched eviction).
+
 Names: ``hsdnbcn*`` (bridge), ``hsdnbo*`` (OVS), ``hsdn-hsdnbc*`` (hostsdn); deleted by
 name in a ``finally`` (also on Ctrl-C / SIGTERM).  Traffic only between these namespaces.
 Run it under the kernel lock: ``flock /tmp/hostsdn-kernel.lock ...``.
@@ -77,6 +80,9 @@ PEERS = {"bridge-nft": "linux bridge + nft ct", **{k: ovspeer.LABELS[k] for k in
          ("ovs-afxdp-ct", "ovs-netdev-ct")}, "xdp": "hostsdn --nic xdp",
          "simnic": "hostsdn --nic simnic", "none": "hostsdn --nic none"}
 """Peer name -> table label, in measurement order."""
+AB_PEERS = {"xdp-evict1": ("xdp", ("--evict-batch", "1"),
+                           "hostsdn --nic xdp --evict-batch 1")}
+"""Variants for A/B runs (``--peers ...,xdp-evict1``): name -> (nic, options, label)."""
 REFS = ("bridge-nft", "ovs-afxdp-ct", "ovs-netdev-ct")
 """The peers every row is compared with."""
 
@@ -154,6 +160,9 @@ def make_peer(name: str, work: Path, pmd_cpu: int) -> Peer:
         return NftBridgePeer(work)
     if name in ovspeer.KINDS:
         return make_ovs_peer(name, work, pmd_cpu)
+    if name in AB_PEERS:
+        nic, extra, _ = AB_PEERS[name]
+        return HostsdnUp(work, "cy", nic, extra=extra)
     return HostsdnUp(work, {"xdp": "cx", "simnic": "cs", "none": "cz"}[name], name)
 
 
@@ -281,7 +290,8 @@ def main() -> None:
             m = medians[name]
             rate = m.get("rate", 0.0)
             fpc = frames.get((name, proto))
-            rows.append([PEERS.get(name, name), f"{rate:,.0f}" if rate else "-",
+            label = AB_PEERS[name][2] if name in AB_PEERS else PEERS.get(name, name)
+            rows.append([label, f"{rate:,.0f}" if rate else "-",
                          *(ratio(rate, medians[r].get("rate", 0.0)) for r in refs),
                          us(m.get("p50_us")), us(m.get("p99_us")),
                          f"{m.get('failed', 0):,.0f}",

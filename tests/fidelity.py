@@ -19,6 +19,9 @@ CONFIGS: dict[str, DatapathOptions] = {
     "cache2_lfu": DatapathOptions(cache_size=2, eviction="lfu"),
     "cache3_random": DatapathOptions(cache_size=3, eviction="random"),
     "cache2_none": DatapathOptions(cache_size=2, eviction="none"),
+    # several victims at once (their counters read in one go): LRU and random
+    "cache4_evict3": DatapathOptions(cache_size=4, evict_batch=3),
+    "cache4_evict2_random": DatapathOptions(cache_size=4, eviction="random", evict_batch=2),
     "vf_path": DatapathOptions(exception_path="vf"),
     "guest_list": DatapathOptions(guest_flow_list=True),
     "after2": DatapathOptions(offload_after=2, cache_size=4),

@@ -258,6 +258,38 @@ def test_lazy_victim_heap_picks_the_exact_lru_lfu_victim(example_policy, monkeyp
     assert len(picks) > 10
 
 
+@pytest.mark.parametrize("eviction", ["lru", "lfu"])
+def test_batched_eviction_picks_the_exact_k_lowest(example_policy, monkeypatch, eviction):
+    """Several victims at once (one counter read per round): they must be the k entries a
+    full scan after pulling every entry's counters ranks lowest."""
+    fast_picks = OffloadManager._pick_victims
+    batches = []
+
+    def checking(self, d, now, k):
+        self.sync_stats(list(self.offloaded[d]))
+        ranked = sorted(self.offloaded[d].values(), key=lambda f: (self._rank(f), f.nic_handle))
+        victims = fast_picks(self, d, now, k)
+        assert len(victims) == k
+        assert {self._rank(f) for f in victims} <= {self._rank(f) for f in ranked[:k]}
+        assert max(self._rank(f) for f in victims) <= self._rank(ranked[k - 1])
+        batches.append(len(victims))
+        return victims
+
+    monkeypatch.setattr(OffloadManager, "_pick_victims", checking)
+    rng = random.Random(11)
+    frames = []
+    for i in range(12):
+        frames += established(43000 + i, rng.randrange(1, 8), start=1.0 + rng.random(),
+                              gap=rng.choice((0.001, 0.01, 0.05)))
+    frames.sort(key=lambda f: f[0])
+    _, _, s = run(example_policy, frames, DatapathOptions(cache_size=4, eviction=eviction,
+                                                          evict_batch=2))
+    assert batches and set(batches) == {2}
+    assert s["evictions"] == 2 * len(batches)
+    monkeypatch.undo()                  # (the random policy's victims are not the lowest)
+    assert_same(example_policy, frames)
+
+
 def test_sctp_flows_are_offloaded_only_to_a_nic_with_the_feature():
     policy = sctp_policy()
     frames = sctp_association(5000, 1000, 20)

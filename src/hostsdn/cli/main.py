@@ -66,6 +66,9 @@ def nic_options(f: Any) -> Any:
         click.option("--eager-replies/--no-eager-replies", default=True, show_default=True,
                      help="Offload a connection's reply flows with its first offloaded flow "
                           "(with --offload-after 1; never evicts for them)."),
+        click.option("--evict-batch", type=click.IntRange(min=1), default=None,
+                     help="NIC entries evicted at once when the cache is full (default: "
+                          "1/64 of --cache-size, at least 1; 1 = one at a time)."),
         click.option("--nic-without", default="", metavar="FEATURES",
                      help="Comma list of NIC features to disable (e.g. encap_vxlan,meter)."),
     ]
@@ -82,6 +85,7 @@ def _dp_options(kw: dict[str, Any]) -> Any:
                            exception_path=kw["exception_path"],
                            guest_flow_list=kw["guest_flow_list"], nic_idle=kw["nic_idle"],
                            eager_replies=kw["eager_replies"],
+                           evict_batch=kw["evict_batch"],
                            nic_without=_features(kw["nic_without"]))
 
 
@@ -333,6 +337,9 @@ UP_NIC_CHOICES = ["simnic", "xdp", "none"]
               help="NIC flow-cache capacity per direction (flows).")
 @click.option("--offload-after", type=click.IntRange(min=1), default=1, show_default=True,
               help="Offload a flow at its N-th host-processed packet.")
+@click.option("--evict-batch", type=click.IntRange(min=1), default=None,
+              help="NIC entries evicted at once when the cache is full (default: 1/64 of "
+                   "--cache-size, at least 1; 1 = one at a time).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               show_default=True,
               help="Status and event lines as text, or one JSON object per line.")
@@ -347,8 +354,9 @@ UP_NIC_CHOICES = ["simnic", "xdp", "none"]
               metavar="PEM", help="TLS private key for the TCP listener.")
 def up(policy: str, nic: str, as_daemon: bool, duration: float | None,
        remote_ips: tuple[str, ...], uplink_ns: str, status_interval: float, cache_size: int,
-       offload_after: int, log_format: str, api_listen: str | None,
-       api_token_file: str | None, api_cert: str | None, api_key: str | None) -> None:
+       offload_after: int, evict_batch: int | None, log_format: str,
+       api_listen: str | None, api_token_file: str | None, api_cert: str | None,
+       api_key: str | None) -> None:
     """Bring POLICY up on this machine (root): a network namespace per VM port
     (hsdn-<port>) and one for the uplink, veth pairs to host-side interfaces, and the
     switch forwarding between them.  Stops on SIGINT/SIGTERM or after --duration and
@@ -358,7 +366,8 @@ def up(policy: str, nic: str, as_daemon: bool, duration: float | None,
     from hostsdn.runtime.policyfile import load_policy
 
     opts = d.UpOptions(datapath=DatapathOptions(nic=nic, cache_size=cache_size,
-                                                offload_after=offload_after),
+                                                offload_after=offload_after,
+                                                evict_batch=evict_batch),
                        uplink_ns=uplink_ns, remote_ips=tuple(dict.fromkeys(remote_ips)),
                        duration=duration, status_interval=status_interval,
                        log_format=log_format)

@@ -40,6 +40,8 @@ class DatapathOptions:
     guest_flow_list: bool = False
     nic_idle: float | None = None
     eager_replies: bool = True
+    evict_batch: int | None = None
+    """NIC entries evicted at once on a full cache (None: 1/64 of it; see OffloadConfig)."""
     nic_without: frozenset[Feature] = frozenset()
     backend_args: dict[str, Any] = field(default_factory=dict)
 
@@ -143,7 +145,8 @@ class Datapath:
         self.manager = OffloadManager(backend, OffloadConfig(offload_after=opts.offload_after,
                                                              eviction=opts.eviction,
                                                              nic_idle=opts.nic_idle,
-                                                             eager_replies=opts.eager_replies))
+                                                             eager_replies=opts.eager_replies,
+                                                             evict_batch=opts.evict_batch))
         self.switch = Switch(policy, observer=self.manager, meters=meters)
         self.guest = guest if guest is not None else (
             GuestDriver(self.manager) if opts.guest_flow_list else None)

@@ -31,6 +31,7 @@ import random
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, cast
 
 from hostsdn.direction import Direction
@@ -64,6 +65,10 @@ _MATCH_FEATURES = {Feature.IPV6, Feature.VLAN, Feature.MULTI_VLAN, Feature.IP_FR
                    Feature.NVGRE, Feature.SCTP}
 
 
+EVICT_BATCH_SHARE = 64
+"""Default eviction batch: this share of a direction's capacity (see OffloadConfig)."""
+
+
 @dataclass(slots=True)
 class OffloadConfig:
     offload_after: int = 1
@@ -71,6 +76,10 @@ class OffloadConfig:
     nic_idle: float | None = None
     seed: int = 0
     eager_replies: bool = True
+    evict_batch: int | None = None
+    """NIC entries evicted at once when a direction is full (their counters pulled in one
+    read, their deletes in one flush): None = 1/EVICT_BATCH_SHARE of the capacity (1 for
+    caches under that many entries); 1 = one at a time."""
 
     def __post_init__(self) -> None:
         if self.eviction not in EVICTION_POLICIES:
@@ -78,6 +87,8 @@ class OffloadConfig:
                              f"(choose from {', '.join(EVICTION_POLICIES)})")
         if self.offload_after < 1:
             raise ValueError("offload_after must be >= 1")
+        if self.evict_batch is not None and self.evict_batch < 1:
+            raise ValueError("evict_batch must be >= 1")
 
 
 def _tcp_live(flow: Flow) -> bool:
@@ -172,9 +183,11 @@ class OffloadManager:
             if self.config.eviction == "none" or not table:
                 self._refuse(flow, OffloadReason.CAPACITY)
                 return False
-            victim = self._pick_victim(d, now)
-            self._unoffload(victim, OffloadReason.EVICTED)
-            self.counters["evictions"] += 1
+            k = self._evict_batch(d)
+            for victim in (self._pick_victim(d, now),) if k == 1 else \
+                    self._pick_victims(d, now, k):
+                self._unoffload(victim, OffloadReason.EVICTED)
+                self.counters["evictions"] += 1
         self._offload(flow, entry)
         if speculative:
             self.counters["offloaded_eagerly"] += 1
@@ -282,6 +295,47 @@ class OffloadManager:
             return flow
         self._rebuild_victims(d)                # unreachable while the heap is kept
         return min(table.values(), key=lambda f: (self._rank(f), f.nic_handle))
+
+    def _evict_batch(self, d: NicDirection) -> int:
+        k = self.config.evict_batch
+        if k is None:
+            k = self.capacity[d] // EVICT_BATCH_SHARE
+        return max(1, min(k, self.capacity[d]))
+
+    def _pick_victims(self, d: NicDirection, now: float, k: int) -> list[Flow]:
+        """The ``k`` entries ``_pick_victim`` would pick one after the other, found with
+        one counter read per round instead of one per victim (a sustained load of new
+        connections keeps the cache full: every offload evicts)."""
+        table = self.offloaded[d]
+        k = min(k, len(table))
+        policy = self.config.eviction
+        if policy == "fifo":
+            return list(islice(table.values(), k))
+        if policy == "random":
+            return [table[h] for h in self._rng.sample(list(table), k)]
+        heap = self._victims[d]
+        if len(heap) > 2 * len(table) + 64:
+            self._rebuild_victims(d)
+        victims: list[Flow] = []
+        while len(victims) < k and heap:
+            # pop the lowest bounds; an entry whose rank did not grow since it was pushed
+            # ranks below every bound left, so the kept ones are the exact k lowest
+            cands: list[tuple[float, int, Flow]] = []
+            while heap and len(cands) < k - len(victims):
+                bound, handle = heapq.heappop(heap)
+                flow = table.get(handle)
+                if flow is not None:
+                    cands.append((bound, handle, flow))
+            self.sync_stats([h for _, h, _ in cands])
+            for bound, handle, flow in cands:
+                if flow.nic_handle != handle or table.get(handle) is not flow:
+                    continue                    # removed by the sync (backend error)
+                rank = self._rank(flow)
+                if rank > bound:
+                    heapq.heappush(heap, (rank, handle))
+                else:
+                    victims.append(flow)
+        return victims or [self._pick_victim(d, now)]
 
     def _rank(self, flow: Flow) -> float:
         h = flow.nic_handle
