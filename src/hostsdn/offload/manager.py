@@ -296,13 +296,13 @@ class OffloadManager:
         self._rebuild_victims(d)                # unreachable while the heap is kept
         return min(table.values(), key=lambda f: (self._rank(f), f.nic_handle))
 
-    def _evict_batch(self, d: NicDirection) -> int:
+    def _evict_batch(self, d: Direction) -> int:
         k = self.config.evict_batch
         if k is None:
             k = self.capacity[d] // EVICT_BATCH_SHARE
         return max(1, min(k, self.capacity[d]))
 
-    def _pick_victims(self, d: NicDirection, now: float, k: int) -> list[Flow]:
+    def _pick_victims(self, d: Direction, now: float, k: int) -> list[Flow]:
         """The ``k`` entries ``_pick_victim`` would pick one after the other, found with
         one counter read per round instead of one per victim (a sustained load of new
         connections keeps the cache full: every offload evicts)."""
