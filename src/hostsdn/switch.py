@@ -431,7 +431,7 @@ class Switch:
         packet's identity, and its reply's (the reply of the key it leaves with)."""
         fwd = conn_identity(walk.key)
         rev = conn_identity(normalize(reply_key(walk.final_key)))
-        rdir = Direction.IN if direction is Direction.OUT else Direction.OUT
+        rdir = direction.reverse
         gen = ps.generation
         ps.tables.edge(direction)[fwd] = LayerConn(conn, NO_DELTA, Side.ORIGINAL, gen)
         ps.tables.edge(rdir)[rev] = LayerConn(conn, NO_DELTA, Side.REPLY, gen)
@@ -474,7 +474,7 @@ class Switch:
 
     def _make_reverse(self, ps: PortState, direction: Direction, walk: WalkResult,
                       now: float) -> None:
-        rdir = Direction.IN if direction is Direction.OUT else Direction.OUT
+        rdir = direction.reverse
         rkey = normalize(reply_key(walk.final_key))
         if rkey in ps.tables.table(rdir):
             return
