@@ -22,7 +22,8 @@ Peers in the same run: the Linux bridge (the baseline: what a new 5-tuple costs 
 switch at all), and Open vSwitch 3.1's userspace datapath with a conntrack rule set
 (``ct(commit)`` on new, allow established) over AF_XDP and over AF_PACKET ports
 (``ovspeer.py``; ``apt-get install openvswitch-switch``, else they are left out with a
-note).  Every row shows its ``1st-2nd`` median as a ratio to OVS AF_XDP + ct's.
+note).  Every row shows its ``1st-2nd`` median as a ratio to the lower of the two OVS + ct
+peers' (the stricter reference).
 
     sudo PYTHONPATH=src python bench/bench_first_packet.py [--quick] [--flows 200]
         [--nics bridge,ovs-afxdp-ct,ovs-netdev-ct,xdp,simnic,none] [--pin CPU]
@@ -73,7 +74,7 @@ WARMUP = 5
 TIMEOUT = 1.0
 GOAL_US = 150
 DEFAULT_PEERS = ("bridge", "ovs-afxdp-ct", "ovs-netdev-ct", "xdp", "simnic", "none")
-OVS_REF = "ovs-afxdp-ct"
+OVS_CT_PEERS = ("ovs-afxdp-ct", "ovs-netdev-ct")
 
 ECHO_SERVER = """\
 import socket, sys
@@ -249,7 +250,11 @@ def main() -> None:
         d = [f - s for f, s in results.get(nic, []) if f is not None and s is not None]
         return statistics.median(d) if d else None
 
-    ref_ovs = diff_median(OVS_REF)
+    # the stricter reference: the OVS + ct peer with the cheaper first packet (on a busy
+    # machine the AF_XDP peer's busy-polling PMD starves and its figure balloons)
+    ovs_ct = {p: diff_median(p) for p in OVS_CT_PEERS if diff_median(p) is not None}
+    best_ovs = min(ovs_ct, key=lambda p: ovs_ct[p] or 0.0) if ovs_ct else None
+    ref_ovs = ovs_ct[best_ovs] if best_ovs else None
     ref_bridge = diff_median("bridge")
     rows = []
     for nic in nics:
@@ -269,13 +274,14 @@ def main() -> None:
                      f"{per_flow:.1f}" if per_flow is not None else "-", str(lost)])
     bu.print_table(f"UDP round trip VM a -> VM b -> VM a, {flows} new flows, microseconds",
                    ["peer", "1st med", "1st p90", "2nd med", "2nd p90", "1st-2nd med",
-                    "1st-2nd p90", "vs OVS AF_XDP+ct", "over bridge", "py frames/flow",
+                    "1st-2nd p90", "vs best OVS+ct", "over bridge", "py frames/flow",
                     "lost"], rows,
                    [("1st: RTT of a new flow's first datagram (request and reply may "
                      "miss); 2nd: the next datagram of the same flow"),
                     "1st-2nd: per-flow difference = the slow-path cost of setting the flow up",
-                    ("vs OVS AF_XDP+ct: 1st-2nd median / OVS AF_XDP + ct's; over bridge: "
-                     "1st-2nd median minus the bridge's (us)"),
+                    (f"vs best OVS+ct: 1st-2nd median / the lower of the OVS + ct peers' "
+                     f"({label(best_ovs) if best_ovs else '-'}); over bridge: 1st-2nd median "
+                     "minus the bridge's (us)"),
                     ("py frames/flow: frames the Python loop read per flow (both datagrams, "
                      "both directions)")])
     xdp_med = diff_median("xdp")
