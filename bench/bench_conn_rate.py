@@ -228,7 +228,7 @@ def main() -> None:
     names = drop_missing_ovs([p.strip() for p in args.peers.split(",") if p.strip()])
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces, veth, XDP)")
-    for tool in ("ip", "ethtool", "nft"):
+    for tool in ("ip", "ethtool", *(("nft",) if "bridge-nft" in names else ())):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (apt-get install iproute2 ethtool nftables)")
 
