@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
-from frames import ROUTER_MAC, UPLINK_MAC, VM_GW_MAC, WEB, WEB_MAC, sctp, tcp, udp
+from frames import PUBLIC, ROUTER_MAC, UPLINK_MAC, VM_GW_MAC, WEB, WEB_MAC, sctp, tcp, udp
 from hostsdn.nic.datapath import Datapath, DatapathOptions
 from hostsdn.offload.backend import Feature
 from hostsdn.policy.loader import load_policy_text
 from hostsdn.switch import UPLINK
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # The settings that must all give the same outputs (bytes and order per port, drops).
 CONFIGS: dict[str, DatapathOptions] = {
@@ -201,3 +204,73 @@ def reply_frames():
                                      tos=8), "web"))
     frames.append((4.0, udp(ROUTER_MAC, UPLINK_MAC, CLIENT, WEB, 5353, 22), UPLINK))
     return frames
+
+
+# ICMP errors related to connections (issue 9 section 3) on the example policy: SNAT'd TCP,
+# UDP and ping (the example SNAT keeps a free source port), PMTU through VXLAN, errors
+# from the VM about a port forward, unrelated errors; data packets between them so that
+# the connections' flows are offloaded while their errors stay on the host.
+def icmp_policy():
+    from hostsdn.runtime.policyfile import load_policy
+
+    return load_policy(ROOT / "examples" / "policy.yaml")
+
+
+def _error(src_mac, dst_mac, src, dst, icmp_type, code, quoted, **kw):
+    from scapy.all import ICMP, IP, Ether, Raw  # type: ignore
+
+    return bytes(Ether(src=src_mac, dst=dst_mac) / IP(src=src, dst=dst) /
+                 ICMP(type=icmp_type, code=code, **kw) / Raw(quoted))
+
+
+def icmp_error_frames():
+    from scapy.all import IP, TCP, UDP, VXLAN, Ether, Raw  # type: ignore
+
+    from frames import REMOTE, REMOTE_MAC, REMOTE_PA, UPLINK_IP, icmp_echo
+
+    router_ip = "198.51.100.1"
+    client = "198.51.100.10"
+    wan = (ROUTER_MAC, UPLINK_MAC)
+    out = []
+    t = 1.0
+
+    def add(frame, port):
+        nonlocal t
+        out.append((t, frame, port))
+        t += 0.01
+
+    vm_tcp = bytes(Ether(src=WEB_MAC, dst=VM_GW_MAC) / IP(src=WEB, dst=INTERNET, flags="DF") /
+                   TCP(sport=40000, dport=443, flags="A") / Raw(b"x" * 300))
+    snat_tcp = bytes(IP(src=PUBLIC, dst=INTERNET, flags="DF") /
+                     TCP(sport=40000, dport=443, flags="A") / Raw(b"x" * 300))
+    vm_udp = udp(WEB_MAC, VM_GW_MAC, WEB, "8.8.8.8", 5353, 53, b"query")
+    snat_udp = bytes(IP(src=PUBLIC, dst="8.8.8.8") / UDP(sport=5353, dport=53) / Raw(b"query"))
+    vm_vx = bytes(Ether(src=WEB_MAC, dst=REMOTE_MAC) / IP(src=WEB, dst=REMOTE, flags="DF") /
+                  TCP(sport=40001, dport=80, flags="A") / Raw(b"v" * 400))
+    for i in range(3):
+        add(vm_tcp, "web")
+        add(tcp(*wan, INTERNET, PUBLIC, 443, 40000, "A", b"r"), UPLINK)
+        add(vm_udp, "web")
+        add(udp(*wan, "8.8.8.8", PUBLIC, 53, 5353, b"answer"), UPLINK)
+        add(vm_vx, "web")
+        add(icmp_echo(WEB_MAC, VM_GW_MAC, WEB, INTERNET, 77, seq=i), "web")
+        add(_error(*wan, router_ip, PUBLIC, 3, 4, snat_tcp[:68], nexthopmtu=1400), UPLINK)
+        add(_error(*wan, "8.8.8.8", PUBLIC, 3, 3, snat_udp), UPLINK)
+    # PMTU through VXLAN: quote what the host sent (entropy port included)
+    vx_sent = bytes(IP(src=UPLINK_IP, dst=REMOTE_PA) / UDP(sport=50000, dport=4789) /
+                    VXLAN(vni=5001, flags=0x08) / Ether(vm_vx))
+    add(_error(*wan, router_ip, UPLINK_IP, 3, 4, vx_sent[:180], nexthopmtu=1400), UPLINK)
+    add(_error(*wan, router_ip, UPLINK_IP, 11, 0, vx_sent[:180]), UPLINK)
+    # a port forward and the VM's error about it
+    add(tcp(*wan, client, PUBLIC, 50000, 8080, "S"), UPLINK)
+    dnat = bytes(IP(src=client, dst=WEB) / TCP(sport=50000, dport=80, flags="S"))
+    add(_error(WEB_MAC, ROUTER_MAC, WEB, client, 3, 13, dnat), "web")
+    # unrelated: to the VM's MAC, and from the VM
+    add(_error(ROUTER_MAC, WEB_MAC, router_ip, WEB, 3, 3, snat_udp.replace(b"\x14\xe9", b"\x00\x07")),
+        UPLINK)
+    add(_error(WEB_MAC, VM_GW_MAC, WEB, INTERNET, 3, 3,
+               bytes(IP(src=INTERNET, dst=WEB) / UDP(sport=53, dport=9))), "web")
+    for i in range(3):
+        add(vm_tcp, "web")
+        add(_error(*wan, router_ip, PUBLIC, 11, 0, snat_tcp[:48]), UPLINK)
+    return out

@@ -64,3 +64,21 @@ def checksums_ok(frame: bytes) -> bool:
 
 def parse(frame: bytes):
     return Ether(frame)
+
+
+def error_checksums_ok(frame: bytes) -> bool:
+    """An ICMP/ICMPv6 error's own checksums (IPv4 header, ICMP; ICMPv6 with its
+    pseudo-header), computed by scapy.  ``checksums_ok`` does not fit errors: scapy would
+    recompute the quoted (truncated) headers' lengths and checksums too."""
+    from scapy.layers.inet6 import IPv6, in6_chksum  # type: ignore
+    from scapy.utils import checksum  # type: ignore
+
+    pkt = Ether(frame)
+    if IP in pkt:
+        ip = pkt[IP]
+        header = bytes(ip)[:ip.ihl * 4]
+        icmp = bytes(ip)[ip.ihl * 4:ip.len]
+        return checksum(header) == 0 and checksum(icmp) == 0
+    ip6 = pkt[IPv6]
+    body = bytes(ip6)[40:40 + ip6.plen]
+    return in6_chksum(58, ip6, body) == 0

@@ -37,6 +37,7 @@ from hostsdn.flows.pipeline import (
     meter_configs,
     register,
 )
+from hostsdn.flows.related import is_related_candidate, related_key, related_output
 from hostsdn.flows.table import (
     EDGE_IN,
     EDGE_OUT,
@@ -54,6 +55,7 @@ from hostsdn.packet import apply_transposition, flow_key
 from hostsdn.packet.constants import IPPROTO_TCP
 from hostsdn.packet.key import FRAG_LATER, FlowKey
 from hostsdn.packet.tcpflags import innermost_tcp_flags
+from hostsdn.packet.transposition import IDENTITY
 from hostsdn.policy import model as pm
 
 _SHADOW_SEQ = 1 << 62
@@ -107,9 +109,18 @@ class PortState:
     (``"web/out:"``), made once rather than per packet."""
     in_label: str = field(init=False)
 
+    tracks: bool = field(init=False)
+    """A layer of the port is stateful or NATs: its ICMP errors must quote a tracked
+    connection (see flows.related); a port that tracks nothing treats them as any packet."""
+
     def __post_init__(self) -> None:
         self.out_label = f"{self.port.name}/{Direction.OUT.value}:"
         self.in_label = f"{self.port.name}/{Direction.IN.value}:"
+        self.tracks = any(
+            cl.layer.stateful or any(isinstance(a, (pm.Snat, pm.Dnat))
+                                     for r in (*cl.layer.outbound, *cl.layer.inbound)
+                                     for a in r.actions)
+            for cl in self.layers)
 
 
 class Switch:
@@ -314,7 +325,13 @@ class Switch:
             if not res.outputs and not res.drops:
                 res.drops.append((UPLINK, DropReason.NO_PORT))
             return
-        target = self.steer(key)
+        target = None
+        if is_related_candidate(key):
+            rel = related_key(frame, key)
+            if rel is not None:
+                target = self.steer(rel.pseudo)      # the port of the quoted connection
+        if target is None:
+            target = self.steer(key)
         if target is None:
             res.drops.append((UPLINK, DropReason.NO_PORT))
             return
@@ -357,6 +374,8 @@ class Switch:
     def _stage(self, ps: PortState, direction: Direction, frame: bytes, key: FlowKey,
                now: float, res: Result) -> tuple[bytes, Flow] | None:
         """One port's flow table (or layers, on a miss) applied to the frame."""
+        if ps.tracks and is_related_candidate(key):
+            return self._related_stage(ps, direction, frame, key, now, res)
         table = ps.tables.out_flows if direction is Direction.OUT else ps.tables.in_flows
         flow = table.get(key)
         if flow is not None and flow.generation != ps.generation:
@@ -372,6 +391,53 @@ class Switch:
         prefix = ps.out_label if direction is Direction.OUT else ps.in_label
         res.decided_by.append(prefix + ",".join(flow.decided_by))
         return self.run_flow(flow, frame, now, res, host=True)
+
+    def _related_stage(self, ps: PortState, direction: Direction, frame: bytes,
+                       key: FlowKey, now: float, res: Result) -> tuple[bytes, Flow] | None:
+        """An ICMP error through a port that tracks connections: it passes as a packet of
+        the connection it quotes would (flows.related), or is dropped ``icmp_unrelated``.
+        No flow is made (the NIC never holds errors); the connection is not refreshed."""
+        prefix = ps.out_label if direction is Direction.OUT else ps.in_label
+        rel = related_key(frame, key)
+        if rel is None:
+            res.decided_by.append(prefix + "related:none")
+            res.drops.append((ps.port.name, DropReason.ICMP_UNRELATED))
+            return None
+        walk = self.walker.walk(ps.port, ps.layers, ps.tables, ps.generation, direction,
+                                rel.pseudo)
+        for b in walk.nat_bindings:
+            self.snat.release(**b)
+        res.decided_by.append(prefix + ",".join(walk.decided_by))
+        self.counters["icmp_errors"] += 1
+        conn = walk.conn
+        if conn is None:
+            res.drops.append((ps.port.name, DropReason.ICMP_UNRELATED))
+            return None
+        if walk.drop_reason is not None:
+            res.drops.append((ps.port.name, walk.drop_reason))
+            return None
+        if walk.meters and self.meters.admit_all(tuple(walk.meters), len(frame),
+                                                 now) is not None:
+            res.drops.append((ps.port.name, DropReason.METER))
+            return None
+        out = related_output(frame, rel, walk, self._templates)
+        if isinstance(out, DropReason):
+            res.drops.append((ps.port.name, out))
+            return None
+        out_key = normalize(flow_key(out))
+        dest = ps.port.name
+        if direction is Direction.OUT:
+            to = self._dest(ps, out_key)
+            if to is None:
+                res.drops.append((ps.port.name, DropReason.HAIRPIN))
+                return None
+            dest = to
+        self.counters["icmp_errors_related"] += 1
+        carrier = Flow(port=ps.port.name, direction=direction, key=key, final_key=out_key,
+                       transposition=IDENTITY, meters=(), drop_reason=None,
+                       decided_by=tuple(walk.decided_by), generation=ps.generation,
+                       conn=conn, side=walk.side, dest=dest, created=now, last_used=now)
+        return out, carrier
 
     def run_flow(self, flow: Flow, frame: bytes, now: float, res: Result, *,
                  host: bool) -> tuple[bytes, Flow] | None:

@@ -15,6 +15,8 @@ from fidelity import (
     CONFIGS,
     REPLY_ORDERS,
     assert_same,
+    icmp_error_frames,
+    icmp_policy,
     policy_for,
     replies_policy,
     reply_frames,
@@ -77,3 +79,14 @@ def test_replies_whatever_the_layer_order_are_identical_on_xdp(order):
     ref, sums = assert_same(replies_policy(order), reply_frames(), XDP_CONFIGS)
     assert ref["drop_reasons"] == {"blocked": 1}
     assert sums["xdp"]["nic_hits"] > 0
+
+
+def test_icmp_errors_stay_on_the_host_and_are_identical_on_xdp():
+    """Issue 9 section 3: errors related to offloaded connections (SNAT, VXLAN PMTU, a
+    port forward) are translated by the host; the program holds no entry for them."""
+    frames = icmp_error_frames()
+    ref, sums = assert_same(icmp_policy(), frames, XDP_CONFIGS)
+    assert ref["drop_reasons"] == {"icmp_unrelated": 2, "icmp_tunnel_error": 1}
+    assert sums["xdp"]["nic_hits"] > 0
+    errors = sum(1 for _, f, _ in frames if f[23:24] == b"\x01" and f[34] not in (0, 8))
+    assert sums["xdp"]["exceptions"] >= errors

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scapy.all import ICMP, IP, TCP, UDP, Ether, Raw  # type: ignore
 
 from fidelity import assert_same
 from frames import (
@@ -81,12 +82,23 @@ mappings:
     return load_policy_text(text, "random.yaml")
 
 
+def quoted_packet(proto, src, dst, sport, dport):
+    layer = {"tcp": TCP(sport=sport, dport=dport, flags="A"), "udp": UDP(sport=sport, dport=dport),
+             "icmp": ICMP(type=8, id=7)}[proto]
+    return bytes(IP(src=src, dst=dst) / layer / Raw(b"p" * 100))
+
+
+def icmp_error(src_mac, dst_mac, src, dst, icmp_type, code, quoted):
+    return bytes(Ether(src=src_mac, dst=dst_mac) / IP(src=src, dst=dst) /
+                 ICMP(type=icmp_type, code=code) / Raw(quoted))
+
+
 FLAGS = ["S", "SA", "A", "A", "PA", "FA", "R"]
 
 
 @st.composite
 def events(draw):
-    kind = draw(st.integers(0, 11))
+    kind = draw(st.integers(0, 12))
     flags = draw(st.sampled_from(FLAGS))
     sport = draw(st.sampled_from([40000, 40001, 53000]))
     dport = draw(st.sampled_from([80, 53, 8080, 22]))
@@ -122,6 +134,21 @@ def events(draw):
         # the VM answering a connection made to it (inbound), with any DSCP
         f = tcp(WEB_MAC, VM_GW_MAC, VM1, far, dport, sport, flags,
                 tos=draw(st.sampled_from([0, 8])))
+    elif kind == 12:
+        # an ICMP error about a packet of a connection: from a router of the wire, about
+        # what left SNATed or not, or from the VM about what it received
+        icmp_type, code = draw(st.sampled_from([(3, 4), (3, 3), (11, 0), (12, 0), (3, 13)]))
+        proto = draw(st.sampled_from(["tcp", "udp", "icmp"]))
+        who = draw(st.integers(0, 2))
+        src = [PUBLIC, VM1, far][who]
+        dst = far if who < 2 else VM1
+        quoted = quoted_packet(proto, src, dst, sport, dport)[:draw(st.sampled_from([28, 48, 200]))]
+        if who == 0:
+            f = icmp_error(ROUTER_MAC, UPLINK_MAC, "198.51.100.1", PUBLIC, icmp_type, code, quoted)
+        elif who == 1:
+            f = icmp_error(ROUTER_MAC, WEB_MAC, "198.51.100.1", VM1, icmp_type, code, quoted)
+        else:
+            f = icmp_error(WEB_MAC, VM_GW_MAC, VM1, far, icmp_type, code, quoted)
     elif kind == 10:
         # an inbound connection to a VM's own address, sent to the uplink's MAC
         f = tcp(draw(st.sampled_from([ROUTER_MAC, ROUTER2_MAC])), UPLINK_MAC, far,

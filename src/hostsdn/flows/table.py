@@ -25,6 +25,16 @@ class DropReason(enum.Enum):
     UNSUPPORTED = "unsupported"
     HAIRPIN = "hairpin"
     UNKNOWN_PORT = "unknown_port"
+    ICMP_UNRELATED = "icmp_unrelated"
+    """An ICMP error whose quote is no tracked connection's packet, on a port that tracks
+    connections (or a quote too short to tell)."""
+    ICMP_TUNNEL_ERROR = "icmp_tunnel_error"
+    """An underlay error about a tunnel packet other than frag-needed / packet-too-big
+    (Linux's VXLAN passes none of those to the inner sender either)."""
+    PMTU_BELOW_MINIMUM = "pmtu_below_minimum"
+    """An underlay frag-needed about a tunnel packet leaves the inner packet less than
+    576 (IPv4) / 1280 (IPv6) bytes, or the inner IPv4 packet had no DF (Linux
+    ``iptunnel_pmtud_check_icmp``): no error is built for the inner sender."""
 
 
 class OffloadState(enum.Enum):
