@@ -274,3 +274,39 @@ def icmp_error_frames():
         add(vm_tcp, "web")
         add(_error(*wan, router_ip, PUBLIC, 11, 0, snat_tcp[:48]), UPLINK)
     return out
+
+
+# IP fragments (issue 9 section 3) on the example policy: a fragmented DNS answer in
+# order and first-fragment-last, fragmented VM datagrams SNATed, and connection traffic
+# around them that the NIC holds.
+def fragment_frames():
+    from scapy.all import IP, UDP, Ether, Raw, fragment  # type: ignore
+
+    out = []
+    t = 1.0
+
+    def add(frame, port):
+        nonlocal t
+        out.append((t, frame, port))
+        t += 0.3                    # below the example's DNS meter (5 pps)
+
+    def pieces(src_mac, dst_mac, packet):
+        return [bytes(Ether(src=src_mac, dst=dst_mac) / f) for f in fragment(packet, 400)]
+
+    wan = (ROUTER_MAC, UPLINK_MAC)
+    for i in range(3):
+        add(udp(WEB_MAC, VM_GW_MAC, WEB, "8.8.8.8", 5353, 53, b"query"), "web")
+        add(udp(*wan, "8.8.8.8", PUBLIC, 53, 5353, b"answer"), UPLINK)
+    answer = IP(src="8.8.8.8", dst=PUBLIC, id=77) / UDP(sport=53, dport=5353) / Raw(b"a" * 1000)
+    for f in pieces(*wan, answer):
+        add(f, UPLINK)
+    later_first = pieces(*wan, IP(src="8.8.8.8", dst=PUBLIC, id=78) /
+                         UDP(sport=53, dport=5353) / Raw(b"b" * 1000))
+    for f in later_first[1:] + later_first[:1]:
+        add(f, UPLINK)
+    query = IP(src=WEB, dst="8.8.8.8", id=5) / UDP(sport=5353, dport=53) / Raw(b"q" * 900)
+    for f in pieces(WEB_MAC, VM_GW_MAC, query):
+        add(f, "web")
+    for i in range(3):
+        add(udp(WEB_MAC, VM_GW_MAC, WEB, "8.8.8.8", 5353, 53, b"query"), "web")
+    return out

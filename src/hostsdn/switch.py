@@ -18,6 +18,7 @@ from typing import Protocol, cast
 from hostsdn.direction import Direction
 from hostsdn.errors import PacketError
 from hostsdn.flows.conntrack import Side
+from hostsdn.flows.fragments import FragmentTable, datagram_id
 from hostsdn.flows.keys import (
     BROADCAST,
     NO_DELTA,
@@ -130,6 +131,7 @@ class Switch:
                  meters: MeterTable | None = None) -> None:
         self.meters = meters if meters is not None else MeterTable()
         self.snat = SnatAllocator()
+        self.fragments = FragmentTable()
         self.counters: Counter[str] = Counter()
         self.drop_reasons: Counter[str] = Counter()
         self.observer = observer
@@ -200,10 +202,20 @@ class Switch:
     # -- timers ------------------------------------------------------------------------
     def next_timeout(self) -> float | None:
         """When handle_timeout should next be called (None: nothing pending)."""
-        return self._timers[0][0] if self._timers else None
+        due = self._timers[0][0] if self._timers else None
+        frag = self.fragments.next_expiry()
+        if frag is not None and (due is None or frag < due):
+            return frag
+        return due
 
     def handle_timeout(self, now: float) -> int:
-        """Expire idle connections (and their flows); returns how many expired."""
+        """Expire idle connections (and their flows); returns how many expired.  Held
+        fragments whose first fragment did not come in time are dropped
+        (``frag_timeout``)."""
+        late = self.fragments.expire(now)
+        if late:
+            self.drop_reasons[DropReason.FRAG_TIMEOUT.value] += late
+            self.counters["fragments_timed_out"] += late
         expired = 0
         while self._timers and self._timers[0][0] <= now:
             _, _, conn = heapq.heappop(self._timers)
@@ -259,22 +271,17 @@ class Switch:
     # -- the datapath ------------------------------------------------------------------
     def receive(self, frame: bytes, in_port: str, now: float) -> Result:
         """Process one frame that entered from ``in_port`` (a VM port name or UPLINK)."""
-        if self._timers and self._timers[0][0] <= now:
+        due = self.next_timeout()
+        if due is not None and due <= now:
             self.handle_timeout(now)
         res = Result()
         self.counters["packets"] += 1
         try:
             key = normalize(flow_key(frame))
-            if in_port == UPLINK:
-                self._from_uplink(frame, key, now, res)
+            if key.frag and (in_port == UPLINK or self._admitted(in_port, key)):
+                self._fragment(frame, key, in_port, now, res)
             else:
-                ps = self.ports.get(in_port)
-                if ps is None:
-                    res.drops.append((in_port, DropReason.UNKNOWN_PORT))
-                elif key.src_mac != ps.port.mac:
-                    res.drops.append((in_port, DropReason.SPOOFED_SRC_MAC))
-                else:
-                    self._from_vm(ps, frame, key, now, res)
+                self._dispatch(frame, key, in_port, now, res)
         except PacketError as exc:
             res.outputs.clear()
             res.drops.append((in_port, DropReason.MALFORMED))
@@ -287,6 +294,44 @@ class Switch:
             reason = res.drop_reason or DropReason.BLOCKED
             self.drop_reasons[reason.value] += 1
         return res
+
+    def _dispatch(self, frame: bytes, key: FlowKey, in_port: str, now: float,
+                  res: Result) -> None:
+        if in_port == UPLINK:
+            self._from_uplink(frame, key, now, res)
+        else:
+            ps = self.ports.get(in_port)
+            if ps is None:
+                res.drops.append((in_port, DropReason.UNKNOWN_PORT))
+            elif key.src_mac != ps.port.mac:
+                res.drops.append((in_port, DropReason.SPOOFED_SRC_MAC))
+            else:
+                self._from_vm(ps, frame, key, now, res)
+
+    def _admitted(self, in_port: str, key: FlowKey) -> bool:
+        """The frame passes the port's own checks (a fragment is checked as itself)."""
+        ps = self.ports.get(in_port)
+        return ps is not None and key.src_mac == ps.port.mac
+
+    def _fragment(self, frame: bytes, key: FlowKey, in_port: str, now: float,
+                  res: Result) -> None:
+        """An IP fragment (flows.fragments): the first is classified as any packet and its
+        key remembered for the datagram; a later one is processed with that key (same flow,
+        verdict and rewrites), or held until the first comes."""
+        did = datagram_id(frame, key, in_port)
+        if key.frag != FRAG_LATER:
+            self._dispatch(frame, key, in_port, now, res)
+            for held in self.fragments.first(did, key, now):
+                self._dispatch(held, key, in_port, now, res)
+            return
+        first = self.fragments.later(did, frame, now)
+        if first is True:
+            self.counters["fragments_held"] += 1
+            res.drops.append((in_port, DropReason.FRAG_HELD))
+        elif first is False:
+            res.drops.append((in_port, DropReason.FRAG_OVERFLOW))
+        else:
+            self._dispatch(frame, first, in_port, now, res)
 
     def _from_vm(self, ps: PortState, frame: bytes, key: FlowKey, now: float,
                  res: Result) -> None:
@@ -567,6 +612,7 @@ class Switch:
         sh = object.__new__(Switch)
         sh.meters = self.meters.shadow(copier)
         sh.snat = self.snat.shadow()
+        sh.fragments = self.fragments.copy()
         sh.counters = Counter()
         sh.drop_reasons = Counter()
         sh.observer = observer

@@ -68,7 +68,6 @@ def topology():
         ns(names["far"], "ip", "route", "add", "default", "via", "198.51.100.1")
         for n in ("nat", "rt"):
             ns(names[n], "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        ns(names["rt"], "ip", "route", "add", "203.0.113.0/24", "dev", "w1" + s)
         ns(names["nat"], "nft", f"add table ip {tag}; add chain ip {tag} post "
            f"{{ type nat hook postrouting priority 100 ; }}; "
            f"add rule ip {tag} post oifname w0{s} masquerade")

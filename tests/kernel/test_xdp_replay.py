@@ -15,6 +15,7 @@ from fidelity import (
     CONFIGS,
     REPLY_ORDERS,
     assert_same,
+    fragment_frames,
     icmp_error_frames,
     icmp_policy,
     policy_for,
@@ -90,3 +91,10 @@ def test_icmp_errors_stay_on_the_host_and_are_identical_on_xdp():
     assert sums["xdp"]["nic_hits"] > 0
     errors = sum(1 for _, f, _ in frames if f[23:24] == b"\x01" and f[34] not in (0, 8))
     assert sums["xdp"]["exceptions"] >= errors
+
+
+def test_fragments_stay_on_the_host_and_are_identical_on_xdp():
+    """Issue 9 section 3: later fragments follow their first (also first-fragment-last)."""
+    ref, sums = assert_same(icmp_policy(), fragment_frames(), XDP_CONFIGS)
+    assert ref["drop_reasons"] == {"frag_held": 2}
+    assert sums["xdp"]["nic_hits"] > 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scapy.all import ICMP, IP, TCP, UDP, Ether, Raw  # type: ignore
+from scapy.all import ICMP, IP, TCP, UDP, Ether, Raw, fragment  # type: ignore
 
 from fidelity import assert_same
 from frames import (
@@ -98,7 +98,7 @@ FLAGS = ["S", "SA", "A", "A", "PA", "FA", "R"]
 
 @st.composite
 def events(draw):
-    kind = draw(st.integers(0, 12))
+    kind = draw(st.integers(0, 13))
     flags = draw(st.sampled_from(FLAGS))
     sport = draw(st.sampled_from([40000, 40001, 53000]))
     dport = draw(st.sampled_from([80, 53, 8080, 22]))
@@ -149,6 +149,18 @@ def events(draw):
             f = icmp_error(ROUTER_MAC, WEB_MAC, "198.51.100.1", VM1, icmp_type, code, quoted)
         else:
             f = icmp_error(WEB_MAC, VM_GW_MAC, VM1, far, icmp_type, code, quoted)
+    elif kind == 13:
+        # one fragment (any of three, so first-fragment-last happens) of a UDP datagram
+        # from the wire to the public address or from the VM
+        ident = draw(st.sampled_from([1, 2]))
+        if draw(st.booleans()):
+            packet = IP(src=far, dst=PUBLIC, id=ident) / UDP(sport=53, dport=sport)
+            macs = (ROUTER_MAC, UPLINK_MAC)
+        else:
+            packet = IP(src=VM1, dst=far, id=ident) / UDP(sport=sport, dport=53)
+            macs = (WEB_MAC, VM_GW_MAC)
+        piece = fragment(packet / Raw(b"f" * 900), 400)[draw(st.integers(0, 2))]
+        f = bytes(Ether(src=macs[0], dst=macs[1]) / piece)
     elif kind == 10:
         # an inbound connection to a VM's own address, sent to the uplink's MAC
         f = tcp(draw(st.sampled_from([ROUTER_MAC, ROUTER2_MAC])), UPLINK_MAC, far,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hostsdn.packet.constants import IPPROTO_UDP
-from hostsdn.packet.key import NO_VNI, FlowKey, reply_key
+from hostsdn.packet.key import FRAG_FIRST, FRAG_NONE, NO_VNI, FlowKey, reply_key
 
 _new_key = tuple.__new__
 __all__ = ["BROADCAST", "NO_DELTA", "KeyDelta", "conn_identity", "is_multicast", "key_delta",
@@ -37,13 +37,16 @@ _FIELDS = tuple((name, FlowKey._fields.index(name)) for name in (
 def _identity_fields(k: FlowKey, inner: FlowKey | None) -> FlowKey:
     """``k`` without DSCP and MACs, with ``inner`` as its inner key."""
     vlans, _, _, ethertype, version, src_ip, dst_ip, proto, _, sp, dp, frag, vni, _ = k
+    if frag == FRAG_FIRST:
+        frag = FRAG_NONE        # a first fragment carries its datagram's ports: same connection
     return _new_key(FlowKey, (vlans, _ZERO_MAC, _ZERO_MAC, ethertype, version, src_ip, dst_ip,
                               proto, 0, sp, dp, frag, vni, inner))
 
 
 def conn_identity(key: FlowKey) -> FlowKey:
     """What identifies a connection at a layer: like Linux conntrack, neither the DSCP
-    nor (for IP packets) the MAC addresses, which a VM picks for its own next hop."""
+    nor (for IP packets) the MAC addresses, which a VM picks for its own next hop; nor
+    whether the packet is its datagram's first fragment (Linux reassembles first)."""
     inner = key.inner
     if inner is not None and inner.ip_version:
         inner = _identity_fields(inner, inner.inner)

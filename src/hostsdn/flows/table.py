@@ -31,6 +31,14 @@ class DropReason(enum.Enum):
     ICMP_TUNNEL_ERROR = "icmp_tunnel_error"
     """An underlay error about a tunnel packet other than frag-needed / packet-too-big
     (Linux's VXLAN passes none of those to the inner sender either)."""
+    FRAG_HELD = "frag_held"
+    """A later IP fragment that came before its datagram's first: held (not sent) until
+    the first comes, then sent with it (flows.fragments)."""
+    FRAG_OVERFLOW = "frag_overflow"
+    """A later fragment for which the held-fragment table had no room."""
+    FRAG_TIMEOUT = "frag_timeout"
+    """Held fragments whose first fragment did not come within 30 s (counted when the
+    switch's timer runs, not against a received frame)."""
     PMTU_BELOW_MINIMUM = "pmtu_below_minimum"
     """An underlay frag-needed about a tunnel packet leaves the inner packet less than
     576 (IPv4) / 1280 (IPv6) bytes, or the inner IPv4 packet had no DF (Linux

@@ -51,6 +51,11 @@ class Feature(enum.Enum):
     VLAN = "vlan"
     MULTI_VLAN = "multi_vlan"
     IP_FRAGMENTS = "ip_fragments"
+    """Hold keys of IP fragments.  Not enough by itself: a later fragment gets its first
+    fragment's verdict from the host's per-datagram memory (flows.fragments), which no
+    backend has, so the offload manager keeps every fragment flow on the host
+    (``not_cacheable``) whatever a backend declares; simnic declares it, the XDP program
+    does not (it passes IPv4 fragments and IPv6 extension headers to the host)."""
     NVGRE = "nvgre"
     """Hold keys of NVGRE frames (match on the VSID and the inner frame)."""
     LOCAL_FORWARD = "local_forward"

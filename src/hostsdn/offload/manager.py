@@ -158,6 +158,11 @@ class OffloadManager:
         """
         if flow.offload_reason in _FINAL:
             return False                    # the NIC refused it once: it stays on the host
+        if flow.key.frag or (flow.key.inner is not None and flow.key.inner.frag):
+            # a datagram's fragments follow its first one (flows.fragments): the host keeps
+            # that memory, so no NIC may take a fragment past it
+            self._refuse(flow, OffloadReason.NOT_CACHEABLE)
+            return False
         if flow.dest == FLOOD or is_multicast(flow.key.dst_mac):
             # flooded frames reach every port: several ports hold flows with this key
             self._refuse(flow, OffloadReason.NOT_CACHEABLE)

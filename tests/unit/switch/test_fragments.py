@@ -1,0 +1,172 @@
+"""IP fragments get their first fragment's verdict and rewrites (issue 9 section 3).
+
+Oracle: scapy (no code shared) fragments the datagrams and reassembles what the switch
+sends; the reassembled datagram must be the NATed/un-NATed datagram with a valid
+checksum, as Linux (which reassembles, NATs and refragments) would deliver it."""
+
+from __future__ import annotations
+
+from scapy.all import IP, UDP, Ether, Raw, defragment, fragment  # type: ignore
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, fragment6  # type: ignore
+from scapy.utils import checksum  # type: ignore
+
+from fidelity import CONFIGS, assert_same, fragment_frames, icmp_policy
+from frames import PUBLIC, ROUTER_MAC, UPLINK_MAC, VM_GW_MAC, WEB, WEB_MAC, udp
+from hostsdn.flows.fragments import FragmentTable
+from hostsdn.flows.table import DropReason
+from hostsdn.policy.loader import load_policy_text
+from hostsdn.switch import UPLINK, Switch
+
+DNS = "8.8.8.8"
+
+
+def frags(src_mac, dst_mac, packet, size=400):
+    return [bytes(Ether(src=src_mac, dst=dst_mac) / f) for f in fragment(packet, fragsize=size)]
+
+
+def reassembled(frames):
+    whole = defragment([Ether(f)[IP] for f in frames])
+    assert len(whole) == 1
+    return IP(bytes(whole[0]))
+
+
+def dns_query(sw, now=1.0):
+    res = sw.receive(udp(WEB_MAC, VM_GW_MAC, WEB, DNS, 5353, 53, b"query"), "web", now)
+    assert [p for p, _ in res.outputs] == [UPLINK]
+    return Ether(res.outputs[0][1])[UDP].sport
+
+
+def big_answer(public_port, ident=4242):
+    return IP(src=DNS, dst=PUBLIC, id=ident) / UDP(sport=53, dport=public_port) / \
+        Raw(bytes(range(256)) * 6)
+
+
+def test_fragments_of_an_allowed_dns_answer_all_reach_the_vm_unnated(example_policy):
+    sw = Switch(example_policy)
+    port = dns_query(sw)
+    pieces = frags(ROUTER_MAC, UPLINK_MAC, big_answer(port))
+    assert len(pieces) == 4
+    got = []
+    for i, f in enumerate(pieces):
+        res = sw.receive(f, UPLINK, 1.1 + i / 100)
+        assert res.drop_reason is None, (i, res)
+        [(p, out)] = res.outputs
+        assert p == "web" and checksum(bytes(Ether(out)[IP])[:20]) == 0
+        assert Ether(out)[IP].dst == WEB and Ether(out).dst == WEB_MAC
+        got.append(out)
+    whole = reassembled(got)
+    assert (whole.dst, whole[UDP].dport) == (WEB, 5353)
+    check = whole[UDP].chksum
+    del whole[UDP].chksum
+    assert IP(bytes(whole))[UDP].chksum == check          # still a valid UDP checksum
+    assert sw.flow_count() > 0 and all(f.key.frag != 2 for f in sw.flows())
+
+
+def test_first_fragment_last_the_held_ones_follow_it(example_policy):
+    sw = Switch(example_policy)
+    port = dns_query(sw)
+    pieces = frags(ROUTER_MAC, UPLINK_MAC, big_answer(port))
+    order = [2, 1, 3, 0]
+    for i in order[:-1]:
+        res = sw.receive(pieces[i], UPLINK, 1.2)
+        assert res.drops == [(UPLINK, DropReason.FRAG_HELD)] and not res.outputs
+    res = sw.receive(pieces[0], UPLINK, 1.3)
+    outs = [f for _, f in res.outputs]
+    assert [p for p, _ in res.outputs] == ["web"] * 4
+    assert [Ether(f)[IP].frag for f in outs] == [Ether(pieces[i])[IP].frag for i in [0, 2, 1, 3]]
+    assert reassembled(outs)[UDP].dport == 5353
+    assert len(sw.fragments) == 1 and sw.fragments.held_bytes == 0
+
+
+def test_held_fragments_time_out_and_overflow_with_reasons(example_policy):
+    sw = Switch(example_policy)
+    port = dns_query(sw)
+    pieces = frags(ROUTER_MAC, UPLINK_MAC, big_answer(port))
+    for f in pieces[1:]:
+        assert sw.receive(f, UPLINK, 2.0).drop_reason is DropReason.FRAG_HELD
+    assert sw.fragments.next_expiry() == 32.0            # ipfrag_time 30 s
+    sw.handle_timeout(31.9)
+    assert sw.drop_reasons["frag_timeout"] == 0
+    sw.handle_timeout(32.0)
+    assert sw.drop_reasons["frag_timeout"] == 3
+    # its first fragment after the timeout (and a new query): alone
+    assert dns_query(sw, 32.5) == port
+    res = sw.receive(pieces[0], UPLINK, 33.0)
+    assert len(res.outputs) == 1
+    sw.fragments = FragmentTable(max_datagrams=2, max_bytes=10_000)
+    reasons = []
+    for ident in range(1, 5):
+        later = frags(ROUTER_MAC, UPLINK_MAC, big_answer(port, ident))[1]
+        reasons.append(sw.receive(later, UPLINK, 34.0).drop_reason)
+    assert reasons == [DropReason.FRAG_HELD, DropReason.FRAG_HELD,
+                       DropReason.FRAG_OVERFLOW, DropReason.FRAG_OVERFLOW]
+    sw.fragments = FragmentTable(max_bytes=1000)
+    later = frags(ROUTER_MAC, UPLINK_MAC, big_answer(port, 9), size=600)
+    assert sw.receive(later[1], UPLINK, 35.0).drop_reason is DropReason.FRAG_HELD
+    assert sw.receive(later[2], UPLINK, 35.0).drop_reason is DropReason.FRAG_OVERFLOW
+
+
+def test_fragments_of_a_blocked_datagram_are_blocked_too(example_policy):
+    sw = Switch(example_policy)
+    unsolicited = IP(src=DNS, dst=PUBLIC, id=7) / UDP(sport=53, dport=999) / Raw(b"x" * 1200)
+    pieces = frags(ROUTER_MAC, WEB_MAC, unsolicited.copy())
+    reasons = [sw.receive(f, UPLINK, 1.0 + i).drop_reason for i, f in enumerate(pieces)]
+    assert reasons == [DropReason.BLOCKED] * len(pieces)
+
+
+def test_outbound_fragments_are_all_snated_and_a_spoofed_one_is_not(example_policy):
+    sw = Switch(example_policy)
+    packet = IP(src=WEB, dst=DNS, id=99) / UDP(sport=5353, dport=53) / Raw(b"q" * 1000)
+    pieces = frags(WEB_MAC, VM_GW_MAC, packet)
+    outs = []
+    for f in pieces:
+        res = sw.receive(f, "web", 1.0)
+        [(p, out)] = res.outputs
+        assert p == UPLINK and Ether(out)[IP].src == PUBLIC
+        outs.append(out)
+    whole = reassembled(outs)
+    check = whole[UDP].chksum
+    del whole[UDP].chksum
+    assert IP(bytes(whole))[UDP].chksum == check
+    spoofed = bytes(Ether(src="02:00:00:00:00:66", dst=VM_GW_MAC) / Ether(pieces[1])[IP])
+    assert sw.receive(spoofed, "web", 1.1).drop_reason is DropReason.SPOOFED_SRC_MAC
+
+
+V6 = """\
+version: 1
+uplink: {mac: "02:00:00:00:ff:01", ip: 192.0.2.1, gateway_mac: "02:00:00:00:ee:01"}
+ports:
+  - {name: v6, mac: "02:00:00:00:00:01", ips: ["fd00::4/64"], layers: [acl, nat]}
+layers:
+  - name: acl
+    stateful: true
+    default: block
+    outbound: [{priority: 1, match: {proto: udp, dst_port: 53}, action: allow}]
+  - name: nat
+    default: allow
+    outbound:
+      - {priority: 1, match: {dst_ip: "::/0"}, action: {snat: {ip: "2001:db8::7"}}}
+"""
+
+
+def test_ipv6_fragments_of_an_answer_follow_the_first():
+    sw = Switch(load_policy_text(V6, "v6.yaml"))
+    q = bytes(Ether(src=WEB_MAC, dst=VM_GW_MAC) / IPv6(src="fd00::4", dst="2001:db8:1::53") /
+              UDP(sport=5353, dport=53) / Raw(b"q"))
+    [(_, out)] = sw.receive(q, "v6", 1.0).outputs
+    sport = Ether(out)[UDP].sport
+    answer = IPv6(src="2001:db8:1::53", dst="2001:db8::7") / IPv6ExtHdrFragment(id=0xABCDEF) / \
+        UDP(sport=53, dport=sport) / Raw(b"a" * 3000)
+    pieces = [bytes(Ether(src=ROUTER_MAC, dst=UPLINK_MAC) / f) for f in fragment6(answer, 1280)]
+    assert len(pieces) == 3
+    for f in reversed(pieces[1:]):
+        assert sw.receive(f, UPLINK, 1.1).drop_reason is DropReason.FRAG_HELD
+    res = sw.receive(pieces[0], UPLINK, 1.2)
+    assert [p for p, _ in res.outputs] == ["v6"] * 3
+    assert all(Ether(f)[IPv6].dst == "fd00::4" for _, f in res.outputs)
+
+
+def test_fragments_are_the_same_whatever_the_offload():
+    ref, sums = assert_same(icmp_policy(), fragment_frames(), CONFIGS)
+    assert ref["drop_reasons"] == {"frag_held": 2}
+    assert all(s["offload_refused"].get("not_cacheable", 0) >= 1 for s in sums.values())
