@@ -132,6 +132,31 @@ def test_snat_to_remote_address_in_uplink_namespace(up: Setup) -> None:
     assert reply.startswith(b"done ")               # the reply came back through un-NAT
 
 
+def test_icmp_error_through_snat_reaches_the_vm_socket(up: Setup) -> None:
+    """Issue 9: the uplink namespace refuses tcp/5009 with an ICMP admin-prohibited
+    (nftables reject).  Through SNAT, VM a's connect() fails at once with EHOSTUNREACH,
+    which Linux reports only when the error's quote matches the socket, so the quoted
+    addresses and ports were translated back (a RST would say ECONNREFUSED; a lost error,
+    a timeout)."""
+    import errno
+
+    table = "hsdnt_reject"
+    rules = (f"add table ip {table}; add chain ip {table} input "
+             f"{{ type filter hook input priority 0 ; }}; add rule ip {table} input "
+             f"tcp dport 5009 reject with icmp type admin-prohibited")
+    subprocess.run(["ip", "netns", "exec", up.ns_up, "nft", rules], check=True,
+                   capture_output=True)
+    try:
+        with tcp_socket_in(up.ns_a) as c:
+            c.settimeout(10)
+            with pytest.raises(OSError) as refused:
+                c.connect((REMOTE_IP, 5009))
+            assert refused.value.errno == errno.EHOSTUNREACH, refused.value
+    finally:
+        subprocess.run(["ip", "netns", "exec", up.ns_up, "nft", f"delete table ip {table}"],
+                       check=False, capture_output=True)
+
+
 def test_blocked_port_is_blocked(up: Setup) -> None:
     with listen_in(up.ns_b, VM_B, 6000) as server, tcp_socket_in(up.ns_a) as c:
         c.settimeout(2)

@@ -16,6 +16,7 @@ from test_up_simnic import (  # the traffic tests run again, against the fixture
     last_status,
     run_up,
     test_blocked_port_is_blocked,
+    test_icmp_error_through_snat_reaches_the_vm_socket,
     test_ping_between_vms,
     test_snat_to_remote_address_in_uplink_namespace,
     test_tcp_transfer_of_1mb_between_vms,
@@ -23,7 +24,8 @@ from test_up_simnic import (  # the traffic tests run again, against the fixture
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(120)]
 
-__all__ = ["test_blocked_port_is_blocked", "test_ping_between_vms",
+__all__ = ["test_blocked_port_is_blocked", "test_icmp_error_through_snat_reaches_the_vm_socket",
+           "test_ping_between_vms",
            "test_snat_to_remote_address_in_uplink_namespace",
            "test_tcp_transfer_of_1mb_between_vms"]
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from hostsdn.errors import PacketError
 from hostsdn.flows.keys import normalize
 from hostsdn.flows.overlay import Shadow
+from hostsdn.flows.related import is_related_candidate
 from hostsdn.flows.table import DropReason, Flow
 from hostsdn.nic.cachetable import CacheTable, NicMiss
 from hostsdn.nic.simnic import SimNic
@@ -429,6 +430,10 @@ def _miss_why(sdp: Datapath, frame: bytes, in_port: str, miss: NicMiss) -> str:
         key = normalize(flow_key(frame))
     except PacketError:
         return "no entry"
+    if is_related_candidate(key):
+        return "no entry: ICMP errors are the host's (translated as their connection's)"
+    if key.frag or (key.inner is not None and key.inner.frag):
+        return "no entry: IP fragments are the host's (they follow their datagram's first)"
     sw = sdp.switch
     if in_port == UPLINK:
         ps = sw.steer(key)
