@@ -170,3 +170,18 @@ def test_fragments_are_the_same_whatever_the_offload():
     ref, sums = assert_same(icmp_policy(), fragment_frames(), CONFIGS)
     assert ref["drop_reasons"] == {"frag_held": 2}
     assert all(s["offload_refused"].get("not_cacheable", 0) >= 1 for s in sums.values())
+
+
+def test_a_later_fragment_with_other_addresses_does_not_ride_on_the_first(example_policy):
+    """Hostile: a later fragment with the datagram's IP ID but another source is another
+    datagram: held, never given the allowed first fragment's verdict."""
+    sw = Switch(example_policy)
+    port = dns_query(sw)
+    pieces = frags(ROUTER_MAC, UPLINK_MAC, big_answer(port, 5))
+    assert sw.receive(pieces[0], UPLINK, 1.1).drop_reason is None
+    forged = IP(bytes(Ether(pieces[1])[IP]))
+    forged.src = "6.6.6.6"
+    del forged.chksum
+    res = sw.receive(bytes(Ether(src=ROUTER_MAC, dst=UPLINK_MAC) / forged), UPLINK, 1.2)
+    assert res.drops == [(UPLINK, DropReason.FRAG_HELD)]
+    assert sw.receive(pieces[1], UPLINK, 1.3).drop_reason is None

@@ -254,3 +254,19 @@ def test_icmpv6_errors_through_nat66_checksum_with_pseudo_header(kind):
 def test_icmp_errors_are_the_same_whatever_the_offload():
     ref, _ = assert_same(icmp_policy(), icmp_error_frames(), CONFIGS)
     assert ref["drop_reasons"] == {"icmp_unrelated": 2, "icmp_tunnel_error": 1}
+
+
+def test_a_vm_cannot_send_errors_about_another_vms_connection(sw):
+    """db forges a port unreachable about web's SNATed DNS query (hostile)."""
+    vm_frame = udp(WEB_MAC, VM_GW_MAC, WEB, "8.8.8.8", 5353, 53, b"query")
+    only(sw.receive(vm_frame, "web", 1.0))
+    forged = bytes(Ether(src="02:00:00:00:00:02", dst=VM_GW_MAC) / IP(src="10.1.0.6", dst="8.8.8.8")
+                   / ICMP(type=3, code=3) / Raw(bytes(IP(src="8.8.8.8", dst=WEB) /
+                                                     UDP(sport=53, dport=5353))))
+    res = sw.receive(forged, "db", 1.1)
+    assert res.drops == [("db", DropReason.ICMP_UNRELATED)]
+    # and a forged error from the wire about web's connection, sent to db's MAC
+    forged = bytes(Ether(src=ROUTER_MAC, dst="02:00:00:00:00:02") / IP(src=ROUTER_IP, dst=PUBLIC)
+                   / ICMP(type=3, code=3) / Raw(bytes(IP(src=PUBLIC, dst="8.8.8.8") /
+                                                     UDP(sport=5353, dport=53))))
+    assert sw.receive(forged, UPLINK, 1.2).drops == [("db", DropReason.ICMP_UNRELATED)]
