@@ -1,11 +1,22 @@
-"""The ``hostsdn`` command line."""
+"""The ``hostsdn`` command line.
+
+Start-up matters (``hostsdn --help`` and a small replay should feel instant): this module
+imports click and our error types only; every command imports what it needs when it runs,
+and option choices that come from the package (NIC backends, eviction policies, offload
+states) are looked up only when a command's help or a value needs them.
+
+Errors: a command catches ``HostsdnError`` (bad configuration, traffic, files, system
+state), prints ``hostsdn: error: ...`` and exits 2.  Anything else escaping is a bug in
+hostsdn and is left to show as one (a traceback), per ``hostsdn.errors``.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -14,12 +25,14 @@ from hostsdn.errors import HostsdnError, HostsdnUsageError
 if TYPE_CHECKING:
     from hostsdn.runtime.replay import ReplayOutcome
 
-NIC_CHOICES = ["simnic", "none", "xdp"]
-
 
 def _fail(msg: str) -> None:
     click.echo(f"hostsdn: error: {msg}", err=True)
     sys.exit(2)
+
+
+def _warn(msg: str) -> None:
+    click.echo(f"hostsdn: warning: {msg}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,6 +44,40 @@ def main() -> None:
     tune_gc()           # the slow path's flows are long-lived: see runtime/gctune.py
 
 
+class LazyChoice(click.Choice):
+    """A ``click.Choice`` whose choices come from the package, looked up on first use (a
+    value to check, or the command's help), so that loading the command line imports
+    nothing but click."""
+
+    def __init__(self, load: Callable[[], Sequence[str]]) -> None:
+        self._load = load
+        self._loaded: Sequence[str] | None = None
+        super().__init__(())
+
+    @property  # type: ignore[override]
+    def choices(self) -> Sequence[str]:
+        if self._loaded is None:
+            self._loaded = tuple(self._load())
+        return self._loaded
+
+    @choices.setter
+    def choices(self, value: Sequence[str]) -> None:
+        pass                # click.Choice.__init__ assigns them; ours come from _load
+
+
+def nic_backend_names() -> list[str]:
+    """``--nic`` choices: the registered NIC backends, then ``none`` (host only)."""
+    import hostsdn.nic  # noqa: F401  (registers simnic and xdp)
+    from hostsdn.offload.backend import backend_names
+    return [*backend_names(), "none"]
+
+
+def eviction_policy_names() -> tuple[str, ...]:
+    from hostsdn.offload.manager import EVICTION_POLICIES
+
+    return EVICTION_POLICIES
+
+
 def _features(names: str) -> frozenset[Any]:
     from hostsdn.offload.backend import Feature
 
@@ -40,20 +87,32 @@ def _features(names: str) -> frozenset[Any]:
             out.add(Feature(n))
         except ValueError:
             raise click.BadParameter(
-                f"unknown feature {n!r} (known: {', '.join(f.value for f in Feature)})") from None
+                f"unknown feature {n!r} (known: {', '.join(f.value for f in Feature)})",
+                param_hint="--nic-without") from None
     return frozenset(out)
 
 
-def nic_options(f: Any) -> Any:
-    """Options shared by the commands that run a datapath."""
-    opts = [
-        click.option("--nic", type=click.Choice(NIC_CHOICES), default="simnic", show_default=True,
-                     help="NIC backend; 'none' = host only (every packet an exception)."),
+NIC_HELP = "NIC backend; 'none' = host only (every packet an exception)."
+
+
+def nic_options(f: Any = None, *, grid: bool = False, nic_help: str = NIC_HELP) -> Any:
+    """The options of the commands that run a datapath, declared once (replay, trace,
+    flows, up; cachelab with ``grid=True``, which tries several cache sizes and eviction
+    policies and so has no ``--nic``, ``--cache-size``, ``--eviction`` of this kind).
+    ``_dp_options`` turns them into ``DatapathOptions``.  Usable as ``@nic_options`` or
+    ``@nic_options(grid=True)``."""
+    if f is None:
+        return lambda g: nic_options(g, grid=grid, nic_help=nic_help)
+    opts = [] if grid else [
+        click.option("--nic", type=LazyChoice(nic_backend_names), default="simnic",
+                     show_default=True, help=nic_help),
         click.option("--cache-size", type=click.IntRange(min=0), default=4096, show_default=True,
                      help="NIC flow-cache capacity per direction (flows)."),
-        click.option("--eviction", type=click.Choice(["lru", "lfu", "fifo", "random", "none"]),
+        click.option("--eviction", type=LazyChoice(eviction_policy_names),
                      default="lru", show_default=True,
                      help="Replacement policy on a full NIC cache ('none' refuses newcomers)."),
+    ]
+    opts += [
         click.option("--offload-after", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Offload a flow at its N-th host-processed packet."),
         click.option("--exception-path", type=click.Choice(["pf", "vf"]), default="pf",
@@ -77,16 +136,34 @@ def nic_options(f: Any) -> Any:
     return f
 
 
+PORTS_FROM_TRACE = click.option(
+    "--ports-from-trace", type=click.IntRange(min=1), default=None, metavar="N",
+    help="Make the N most frequent source MACs of TRACE the VM ports, each with the layers "
+         "of POLICY's first port (for captures not taken behind this switch; see "
+         "docs/cachelab.md).")
+
+
 def _dp_options(kw: dict[str, Any]) -> Any:
+    """``DatapathOptions`` from the values of ``nic_options`` (defaults for the grid's)."""
     from hostsdn.nic.datapath import DatapathOptions
 
-    return DatapathOptions(nic=kw["nic"], cache_size=kw["cache_size"], eviction=kw["eviction"],
-                           offload_after=kw["offload_after"],
+    grid = {k: kw[k] for k in ("nic", "cache_size", "eviction") if k in kw}
+    return DatapathOptions(**grid, offload_after=kw["offload_after"],
                            exception_path=kw["exception_path"],
                            guest_flow_list=kw["guest_flow_list"], nic_idle=kw["nic_idle"],
                            eager_replies=kw["eager_replies"],
                            evict_batch=kw["evict_batch"],
                            nic_without=_features(kw["nic_without"]))
+
+
+def _open_for_writing(path: str | None, what: str) -> IO[str] | None:
+    if path is None:
+        return None
+    try:
+        return open(path, "w")
+    except OSError as exc:
+        raise HostsdnUsageError(f"{path}: cannot write the {what}: "
+                                f"{exc.strerror or exc}") from None
 
 
 @main.command()
@@ -100,18 +177,25 @@ def _dp_options(kw: dict[str, Any]) -> Any:
               help="Write the flows left at the end, one JSON object per line (as "
                    "'hostsdn flows --json').")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@PORTS_FROM_TRACE
 @nic_options
 def replay(policy: str, trace: str, out_dir: str | None, verdicts_file: str | None,
-           flows_file: str | None, as_json: bool, **kw: Any) -> None:
+           flows_file: str | None, as_json: bool, ports_from_trace: int | None,
+           **kw: Any) -> None:
     """Replay TRACE (pcap/pcapng) through POLICY and report what happened."""
     from hostsdn.runtime.policyfile import load_policy
     from hostsdn.runtime.replay import replay as run_replay
 
     try:
         pol = load_policy(policy)
+        if ports_from_trace is not None:
+            from hostsdn.runtime.traceports import ports_from_trace as make_ports
+            from hostsdn.runtime.traceports import scan_trace
+
+            pol = make_ports(pol, scan_trace(trace), ports_from_trace)
         options = _dp_options(kw)
-        vf = open(verdicts_file, "w") if verdicts_file else None
-        ff = open(flows_file, "w") if flows_file else None
+        vf = _open_for_writing(verdicts_file, "verdicts")
+        ff = _open_for_writing(flows_file, "flow dump")
         try:
             with _progress(enabled=not as_json) as progress:
                 outcome = run_replay(pol, trace, options=options, out_dir=out_dir, verdicts=vf,
@@ -120,21 +204,18 @@ def replay(policy: str, trace: str, out_dir: str | None, verdicts_file: str | No
             for f in (vf, ff):
                 if f is not None:
                     f.close()
-    except (HostsdnError, ValueError, KeyError, OSError) as exc:
-        _fail(_one_line(exc))
+    except HostsdnError as exc:
+        _fail(str(exc))
         return
+    for warning in outcome.warnings:
+        _warn(warning)
     if as_json:
-        click.echo(json.dumps(outcome.to_json(), sort_keys=True))
+        out = outcome.to_json()
+        if ports_from_trace is not None:
+            out["ports"] = [p.name for p in pol.ports]
+        click.echo(json.dumps(out, sort_keys=True))
     else:
         _print_summary(outcome, out_dir)
-
-
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, (HostsdnUsageError, HostsdnError)):
-        return str(exc)
-    if isinstance(exc, KeyError):
-        return str(exc.args[0]) if exc.args else "KeyError"
-    return str(exc) or type(exc).__name__
 
 
 class _progress:
@@ -206,49 +287,32 @@ def _print_summary(outcome: ReplayOutcome, out_dir: str | None) -> None:
 @click.option("--eviction", "evictions", default="lru,lfu,fifo,random", show_default=True,
               metavar="P,P,..",
               help="Eviction policies to try, comma separated (lru, lfu, fifo, random, none).")
-@click.option("--offload-after", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Offload a flow at its N-th host-processed packet.")
-@click.option("--exception-path", type=click.Choice(["pf", "vf"]), default="pf",
-              show_default=True, help="How a miss reaches the host: over the PF, or the VF.")
-@click.option("--guest-flow-list", is_flag=True,
-              help="The guest driver picks VF vs host path from offloaded conditions.")
-@click.option("--nic-idle", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Remove NIC entries idle this many seconds (freshness policy).")
-@click.option("--eager-replies/--no-eager-replies", default=True, show_default=True,
-              help="Offload a connection's reply flows with its first offloaded flow "
-                   "(with --offload-after 1; never evicts for them).")
-@click.option("--nic-without", default="", metavar="FEATURES",
-              help="Comma list of NIC features to disable (e.g. encap_vxlan,meter).")
-@click.option("--ports-from-trace", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Make the N most frequent source MACs of TRACE the VM ports, each with "
-                   "the layers of POLICY's first port (for captures not taken behind "
-                   "this switch; see docs/cachelab.md).")
+@PORTS_FROM_TRACE
+@nic_options(grid=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="cachelab-out",
               show_default=True, metavar="DIR",
               help="Write DIR/cachelab.json and DIR/cachelab.png.")
 @click.option("--no-plot", is_flag=True, help="Do not draw DIR/cachelab.png (no matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-def cachelab(policy: str, trace: str, sizes: str, evictions: str, offload_after: int,
-             exception_path: str, guest_flow_list: bool, nic_idle: float | None,
-             eager_replies: bool, nic_without: str, ports_from_trace: int | None,
-             out_dir: str, no_plot: bool, as_json: bool) -> None:
+def cachelab(policy: str, trace: str, sizes: str, evictions: str,
+             ports_from_trace: int | None, out_dir: str, no_plot: bool, as_json: bool,
+             **kw: Any) -> None:
     """Replay TRACE through POLICY at every NIC cache size x eviction policy.
 
     Reports per setting the NIC hit rate, the host load (exception-path packets, also per
     second of trace time), evictions and offload refusals; writes DIR/cachelab.json and a
     plot of hit rate vs cache size, DIR/cachelab.png.  Progress goes to stderr.
     """
-    from hostsdn.nic.datapath import DatapathOptions
     from hostsdn.runtime import cachelab as lab
     from hostsdn.runtime.policyfile import load_policy
 
     try:
         size_list = lab.parse_sizes(sizes)
-    except ValueError as exc:
+    except HostsdnUsageError as exc:
         raise click.BadParameter(str(exc), param_hint="--sizes") from None
     try:
         eviction_list = lab.parse_evictions(evictions)
-    except ValueError as exc:
+    except HostsdnUsageError as exc:
         raise click.BadParameter(str(exc), param_hint="--eviction") from None
     if not no_plot:
         try:
@@ -256,10 +320,8 @@ def cachelab(policy: str, trace: str, sizes: str, evictions: str, offload_after:
         except ImportError:
             raise click.UsageError("the plot needs matplotlib (a dependency of hostsdn: "
                                    "pip install matplotlib), or pass --no-plot") from None
-    options = DatapathOptions(nic="simnic", offload_after=offload_after,
-                              exception_path=exception_path, guest_flow_list=guest_flow_list,
-                              nic_idle=nic_idle, eager_replies=eager_replies,
-                              nic_without=_features(nic_without))
+    options = _dp_options(kw)
+    offload_after, eager_replies = options.offload_after, options.eager_replies
 
     def progress(row: Any, number: int, total: int) -> None:
         size = "unbounded" if row.cache_size is None else str(row.cache_size)
@@ -273,13 +335,14 @@ def cachelab(policy: str, trace: str, sizes: str, evictions: str, offload_after:
         report = lab.run_cachelab(pol, trace, sizes=size_list, evictions=eviction_list,
                                   options=options, ports_from_trace_count=ports_from_trace,
                                   progress=progress)
-        out.mkdir(parents=True, exist_ok=True)
         lab.write_json(report, out / "cachelab.json")
         if not no_plot:
             lab.write_plot(report, out / "cachelab.png")
-    except (HostsdnError, ValueError, KeyError, OSError) as exc:
-        _fail(_one_line(exc))
+    except HostsdnError as exc:
+        _fail(str(exc))
         return
+    for warning in report.warnings:
+        _warn(warning)
     if as_json:
         click.echo(json.dumps(report.as_json(), sort_keys=True))
         return
@@ -312,15 +375,13 @@ def cachelab(policy: str, trace: str, sizes: str, evictions: str, offload_after:
 
 # -------------------------------------------------------------------------- up / down
 
-UP_NIC_CHOICES = ["simnic", "xdp", "none"]
+UP_NIC_HELP = ("simnic: the NIC model runs in this process (Python forwards every frame); "
+               "xdp: the BPF program on the host-side interfaces is the NIC and only its "
+               "misses reach Python; none: host switch only.")
 
 
 @main.command()
 @click.argument("policy", type=click.Path(dir_okay=False, exists=True))
-@click.option("--nic", type=click.Choice(UP_NIC_CHOICES), default="simnic", show_default=True,
-              help="simnic: the NIC model runs in this process (Python forwards every "
-                   "frame); xdp: the BPF program on the host-side interfaces is the NIC and "
-                   "only its misses reach Python; none: host switch only.")
 @click.option("--daemon", "as_daemon", is_flag=True,
               help="Detach; pidfile and log in /run/hostsdn/<policy stem>.{pid,log}.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -333,13 +394,6 @@ UP_NIC_CHOICES = ["simnic", "xdp", "none"]
 @click.option("--status-interval", type=click.FloatRange(min=0), default=5.0,
               show_default=True, metavar="S", help="Status line on stderr every S seconds "
                                                    "(0: only at the end).")
-@click.option("--cache-size", type=click.IntRange(min=0), default=4096, show_default=True,
-              help="NIC flow-cache capacity per direction (flows).")
-@click.option("--offload-after", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Offload a flow at its N-th host-processed packet.")
-@click.option("--evict-batch", type=click.IntRange(min=1), default=None,
-              help="NIC entries evicted at once when the cache is full (default: 1/64 of "
-                   "--cache-size, at least 1; 1 = one at a time).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               show_default=True,
               help="Status and event lines as text, or one JSON object per line.")
@@ -352,25 +406,21 @@ UP_NIC_CHOICES = ["simnic", "xdp", "none"]
               metavar="PEM", help="TLS certificate for the TCP listener.")
 @click.option("--api-key", type=click.Path(dir_okay=False, exists=True), default=None,
               metavar="PEM", help="TLS private key for the TCP listener.")
-def up(policy: str, nic: str, as_daemon: bool, duration: float | None,
-       remote_ips: tuple[str, ...], uplink_ns: str, status_interval: float, cache_size: int,
-       offload_after: int, evict_batch: int | None, log_format: str,
-       api_listen: str | None, api_token_file: str | None, api_cert: str | None,
-       api_key: str | None) -> None:
+@nic_options(nic_help=UP_NIC_HELP)
+def up(policy: str, as_daemon: bool, duration: float | None, remote_ips: tuple[str, ...],
+       uplink_ns: str, status_interval: float, log_format: str, api_listen: str | None,
+       api_token_file: str | None, api_cert: str | None, api_key: str | None,
+       **kw: Any) -> None:
     """Bring POLICY up on this machine (root): a network namespace per VM port
     (hsdn-<port>) and one for the uplink, veth pairs to host-side interfaces, and the
     switch forwarding between them.  Stops on SIGINT/SIGTERM or after --duration and
-    removes what it created; see docs/up.md."""
-    from hostsdn.nic.datapath import DatapathOptions
+    removes what it created; see docs/up.md.  The NIC options are those of replay."""
     from hostsdn.runtime import daemon as d
     from hostsdn.runtime.policyfile import load_policy
 
-    opts = d.UpOptions(datapath=DatapathOptions(nic=nic, cache_size=cache_size,
-                                                offload_after=offload_after,
-                                                evict_batch=evict_batch),
-                       uplink_ns=uplink_ns, remote_ips=tuple(dict.fromkeys(remote_ips)),
-                       duration=duration, status_interval=status_interval,
-                       log_format=log_format)
+    opts = d.UpOptions(datapath=_dp_options(kw), uplink_ns=uplink_ns,
+                       remote_ips=tuple(dict.fromkeys(remote_ips)), duration=duration,
+                       status_interval=status_interval, log_format=log_format)
     services = [_api_service(api_listen, api_token_file, api_cert, api_key)]
     try:
         pol = load_policy(policy)
@@ -381,8 +431,8 @@ def up(policy: str, nic: str, as_daemon: bool, duration: float | None,
                        f"stop with: hostsdn down {policy}")
             return
         d.serve(pol, policy, opts, services=services)
-    except (HostsdnError, ValueError, KeyError, OSError) as exc:
-        _fail(_one_line(exc))
+    except HostsdnError as exc:
+        _fail(str(exc))
 
 
 def _api_service(listen: str | None, token_file: str | None, cert: str | None,
@@ -428,8 +478,8 @@ def reload(policy: str, timeout: float) -> None:
     try:
         pol = load_policy(policy)
         pid = d.check_reload_request(pol, policy)
-    except (HostsdnError, ValueError, KeyError, OSError) as exc:
-        _fail(_one_line(exc))
+    except HostsdnError as exc:
+        _fail(str(exc))
         return
     from hostsdn.api.client import ApiClient, ApiRequestError, ApiUnreachable
     from hostsdn.runtime.rundir import alive_hostsdn, log_path
@@ -545,8 +595,8 @@ def trace(policy: str, fields: str | None, pcap: str | None, frame_index: int | 
                 frame, in_port = framespec.build_frame(pol, framespec.parse_fields(fields))
                 now = last
             result = dp.trace(frame, in_port, at if at is not None else now).as_json()
-    except (HostsdnError, ValueError, KeyError, OSError) as exc:
-        _fail(_one_line(exc))
+    except HostsdnError as exc:
+        _fail(str(exc))
         return
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
@@ -593,13 +643,17 @@ def _flow_filter(port: str | None, direction: str | None, state: str | None,
 
 def flow_filter_options(f: Any) -> Any:
     """Options that select flows (``flows``)."""
-    from hostsdn.nic.flowdump import OFFLOAD_STATES
+
+    def offload_states() -> list[str]:
+        from hostsdn.nic.flowdump import OFFLOAD_STATES
+
+        return list(OFFLOAD_STATES)
 
     opts = [
         click.option("--port", "port", default=None, help="Only this port's flows."),
         click.option("--direction", type=click.Choice(["out", "in"]), default=None,
                      help="Only outbound (sent by the VM) or inbound flows."),
-        click.option("--state", type=click.Choice(list(OFFLOAD_STATES)), default=None,
+        click.option("--state", type=LazyChoice(offload_states), default=None,
                      help="Only flows in this offload state."),
         click.option("--proto", default=None, help="Only this protocol (tcp, udp, icmp, ...)."),
         click.option("--ip", default=None, help="Only flows with this address (either side)."),
@@ -643,8 +697,8 @@ def flows(policy: str, pcap: str | None, port: str | None, direction: str | None
                 dp.finish(last)
                 rows = flow_rows(dp, last, flt)
             title = f"hostsdn flows: {Path(policy).name} after {Path(pcap).name}"
-    except (HostsdnError, ValueError, KeyError, OSError) as exc:
-        _fail(_one_line(exc))
+    except HostsdnError as exc:
+        _fail(str(exc))
         return
     if as_json:
         click.echo(json.dumps({"flows": rows}, sort_keys=True))

@@ -16,8 +16,9 @@ unavoidable misses remain (first packets, TCP SYN/FIN/RST, broadcast and multica
 
 Real captures were not taken behind this switch, so no frame's source MAC is a port MAC
 and everything would enter from the uplink and be dropped (``no_port``).
-``ports_from_trace`` turns the most frequent source MACs of a trace into VM ports with
-the layers of a template port (see ``examples/permissive.yaml``).
+``ports_from_trace`` (``runtime.traceports``, shared with ``hostsdn replay``) turns the
+most frequent source MACs of a trace into VM ports with the layers of a template port
+(see ``examples/permissive.yaml``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import dataclasses
 import json
 import os
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +36,13 @@ from hostsdn.errors import HostsdnUsageError
 from hostsdn.nic.datapath import DatapathOptions, DatapathSummary
 from hostsdn.offload.manager import EVICTION_POLICIES
 from hostsdn.policy import model as pm
-from hostsdn.runtime.pcap import TraceReader
 from hostsdn.runtime.replay import replay
+from hostsdn.runtime.traceports import (  # noqa: F401  (also this module's API)
+    TraceStats,
+    port_name_for_mac,
+    ports_from_trace,
+    scan_trace,
+)
 
 DEFAULT_SIZES = (16, 64, 256, 1024)
 DEFAULT_EVICTIONS = ("lru", "lfu", "fifo", "random")
@@ -52,6 +57,10 @@ ROW_KEYS = ("cache_size", "eviction", "packets", "nic_hits", "hit_rate", "except
 
 # ----------------------------------------------------------------------- arguments
 
+class CacheLabArgumentError(HostsdnUsageError, ValueError):
+    """A bad size list, eviction list or setting (also a ``ValueError``, as before)."""
+
+
 def parse_sizes(text: str) -> tuple[int, ...]:
     """``"16,64,256"`` -> ``(16, 64, 256)``: sorted, duplicates dropped, each >= 1."""
     sizes: set[int] = set()
@@ -61,12 +70,12 @@ def parse_sizes(text: str) -> tuple[int, ...]:
         try:
             size = int(part)
         except ValueError:
-            raise ValueError(f"cache size {part!r} is not an integer") from None
+            raise CacheLabArgumentError(f"cache size {part!r} is not an integer") from None
         if size < 1:
-            raise ValueError(f"cache size {size} must be at least 1")
+            raise CacheLabArgumentError(f"cache size {size} must be at least 1")
         sizes.add(size)
     if not sizes:
-        raise ValueError("give at least one cache size")
+        raise CacheLabArgumentError("give at least one cache size")
     return tuple(sorted(sizes))
 
 
@@ -77,80 +86,13 @@ def parse_evictions(text: str) -> tuple[str, ...]:
         if not name:
             continue
         if name not in EVICTION_POLICIES:
-            raise ValueError(f"unknown eviction policy {name!r} "
+            raise CacheLabArgumentError(f"unknown eviction policy {name!r} "
                              f"(choose from {', '.join(EVICTION_POLICIES)})")
         if name not in out:
             out.append(name)
     if not out:
-        raise ValueError("give at least one eviction policy")
+        raise CacheLabArgumentError("give at least one eviction policy")
     return tuple(out)
-
-
-# --------------------------------------------------------------------------- trace
-
-@dataclass(frozen=True, slots=True)
-class TraceStats:
-    """What one cheap pass over a trace tells before the replays."""
-
-    frames: int
-    """Number of frames."""
-    first_time: float | None
-    """Smallest timestamp (None for an empty trace)."""
-    last_time: float | None
-    """Largest timestamp."""
-    src_macs: tuple[tuple[bytes, int], ...] = ()
-    """Source MACs with their frame counts, most frequent first (ties: first seen)."""
-
-    @property
-    def duration(self) -> float | None:
-        """Seconds of trace time covered; None when it is not positive."""
-        if self.first_time is None or self.last_time is None:
-            return None
-        span = self.last_time - self.first_time
-        return span if span > 0 else None
-
-
-def scan_trace(trace: str | os.PathLike[str]) -> TraceStats:
-    """Count frames, timestamps and source MACs of ``trace`` (raises ``TraceError``)."""
-    macs: Counter[bytes] = Counter()
-    first: float | None = None
-    last: float | None = None
-    frames = 0
-    for tf in TraceReader(trace):
-        frames += 1
-        first = tf.time if first is None else min(first, tf.time)
-        last = tf.time if last is None else max(last, tf.time)
-        if len(tf.data) >= 12:
-            macs[tf.data[6:12]] += 1
-    return TraceStats(frames, first, last, tuple(macs.most_common()))
-
-
-def port_name_for_mac(mac: bytes) -> str:
-    """``02:00:..`` -> ``"mac-02-00-.."`` (a valid policy name)."""
-    return "mac-" + "-".join(f"{b:02x}" for b in mac)
-
-
-def ports_from_trace(policy: pm.Policy, stats: TraceStats, count: int) -> pm.Policy:
-    """A copy of ``policy`` whose ports are the ``count`` most frequent source MACs of the
-    trace, each with the layers of the policy's first port (the template).
-
-    Not eligible as a station: group (multicast/broadcast) MACs, the all-zero MAC (the
-    synthetic header of raw-IP captures) and the policy's uplink MAC.  The policy's own
-    ports are dropped; layers, uplink and mappings are kept.
-    """
-    if count < 1:
-        raise ValueError("the number of ports from the trace must be at least 1")
-    if not policy.ports:
-        raise HostsdnUsageError(f"{policy.source or 'policy'}: has no port to use as the "
-                                "template of the ports from the trace")
-    template = policy.ports[0]
-    chosen = [mac for mac, _ in stats.src_macs
-              if not mac[0] & 1 and mac != bytes(6) and mac != policy.uplink.mac][:count]
-    if not chosen:
-        raise HostsdnUsageError("the trace has no unicast source MAC to make a port of")
-    ports = tuple(dataclasses.replace(template, name=port_name_for_mac(mac), mac=mac, ips=(),
-                                      line=None) for mac in chosen)
-    return dataclasses.replace(policy, ports=ports)
 
 
 # ---------------------------------------------------------------------------- runs
@@ -211,6 +153,9 @@ class CacheLabReport:
     ceiling: CacheLabRow | None = None
     ports: tuple[str, ...] = ()
     """Names of the VM ports the replays used."""
+    warnings: list[str] = field(default_factory=list)
+    """The replays' warnings (``ReplayOutcome.warnings``: they are the same for every
+    setting)."""
 
     def row(self, cache_size: int, eviction: str) -> CacheLabRow:
         """The row of one setting (KeyError when it was not run)."""
@@ -268,12 +213,12 @@ def run_cachelab(policy: pm.Policy, trace: str | os.PathLike[str], *,
     size_list = tuple(sizes)
     eviction_list = tuple(evictions)
     if not size_list or any(s < 1 for s in size_list):
-        raise ValueError("cache sizes must be a non-empty list of integers >= 1")
+        raise CacheLabArgumentError("cache sizes must be a non-empty list of integers >= 1")
     for name in eviction_list:
         if name not in EVICTION_POLICIES:
-            raise ValueError(f"unknown eviction policy {name!r}")
+            raise CacheLabArgumentError(f"unknown eviction policy {name!r}")
     if not eviction_list:
-        raise ValueError("give at least one eviction policy")
+        raise CacheLabArgumentError("give at least one eviction policy")
     base = options or DatapathOptions()
     stats = scan_trace(trace)
     if ports_from_trace_count is not None:
@@ -291,6 +236,8 @@ def run_cachelab(policy: pm.Policy, trace: str | os.PathLike[str], *,
                                    cache_size=UNBOUNDED if size is None else size)
         started = time.perf_counter()
         outcome = replay(policy, trace, options=opts)
+        if number == 1:
+            report.warnings = list(outcome.warnings)
         row = _row(outcome.summary, size, eviction, stats.duration,
                    time.perf_counter() - started)
         if size is None:
@@ -305,7 +252,12 @@ def run_cachelab(policy: pm.Policy, trace: str | os.PathLike[str], *,
 # ------------------------------------------------------------------------- outputs
 
 def write_json(report: CacheLabReport, path: str | os.PathLike[str]) -> None:
-    Path(path).write_text(json.dumps(report.as_json(), indent=2) + "\n")
+    """``cachelab.json`` (its folder is made; ``HostsdnUsageError`` when it cannot be)."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(report.as_json(), indent=2) + "\n")
+    except OSError as exc:
+        raise HostsdnUsageError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
 def write_plot(report: CacheLabReport, path: str | os.PathLike[str]) -> None:
@@ -345,7 +297,10 @@ def write_plot(report: CacheLabReport, path: str | os.PathLike[str]) -> None:
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(title="eviction", loc="best", fontsize=9)
     fig.tight_layout()
-    fig.savefig(os.fspath(path), format="png")
+    try:
+        fig.savefig(os.fspath(path), format="png")
+    except OSError as exc:
+        raise HostsdnUsageError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
 def format_pps(value: float | None) -> str:

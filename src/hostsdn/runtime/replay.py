@@ -12,17 +12,19 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from hostsdn.errors import NicError
-from hostsdn.flows.table import Flow
+from hostsdn.errors import HostsdnUsageError, NicError
 from hostsdn.nic.datapath import Datapath, DatapathOptions, DatapathSummary, DpResult
-from hostsdn.nic.flowdump import flow_rows
-from hostsdn.nic.trace import RuleBook, describe_key
 from hostsdn.offload.backend import backend_info
 from hostsdn.policy import model as pm
 from hostsdn.runtime.pcap import PcapWriter, TraceFrame, TraceReader
+from hostsdn.runtime.traceports import link_type_warning
 from hostsdn.switch import UPLINK
+
+if TYPE_CHECKING:
+    from hostsdn.flows.table import Flow
+    from hostsdn.nic.trace import RuleBook
 
 
 @dataclass(slots=True)
@@ -34,6 +36,9 @@ class ReplayOutcome:
     """Frames sent out of each port."""
     outputs: dict[str, list[bytes]] = field(default_factory=dict)
     verdicts: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """What may make the result not what was meant (a non-Ethernet capture, a capture
+    none of whose frames comes from a port)."""
 
     def to_json(self) -> dict[str, Any]:
         """The summary ``hostsdn replay --json`` prints (``DatapathSummary.to_json()`` plus
@@ -65,26 +70,38 @@ def replay(policy: pm.Policy, trace: str | os.PathLike[str], *,
     reader = TraceReader(trace)
     out_path = Path(out_dir) if out_dir is not None else None
     if out_path is not None:
-        out_path.mkdir(parents=True, exist_ok=True)
+        try:
+            out_path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reader.close()
+            raise HostsdnUsageError(f"{out_path}: cannot make the output folder: "
+                                    f"{exc.strerror or exc}") from None
     outputs: dict[str, list[bytes]] = {}
     verdict_lines: list[dict[str, Any]] = []
     writers: dict[str, PcapWriter] = {}
     emitted: Counter[str] = Counter()
     by_mac = {p.mac: p.name for p in policy.ports}
     last_time = 0.0
-    book = RuleBook(policy) if verdicts is not None or keep_verdicts else None
+    from_ports = 0
+    book = None
+    if verdicts is not None or keep_verdicts:
+        from hostsdn.nic.trace import RuleBook
+
+        book = RuleBook(policy)
     with Datapath(policy, options) as dp:
         try:
             for tf in reader:
                 last_time = tf.time
                 in_port = classify_port(tf.data, by_mac)
+                if in_port != UPLINK:
+                    from_ports += 1
                 res = dp.receive(tf.data, in_port, tf.time)
                 for port, frame in res.outputs:
                     emitted[port] += 1
                     if out_path is not None:
                         w = writers.get(port)
                         if w is None:
-                            w = writers[port] = PcapWriter(out_path / f"{port}.pcap")
+                            w = writers[port] = _writer(out_path / f"{port}.pcap")
                         w.write(frame, tf.time)
                     if keep_outputs:
                         outputs.setdefault(port, []).append(frame)
@@ -103,12 +120,31 @@ def replay(policy: pm.Policy, trace: str | os.PathLike[str], *,
         dp.finish(last_time)
         summary = dp.summary()
         if dump_flows is not None:
+            from hostsdn.nic.flowdump import flow_rows
+
             for row in flow_rows(dp, last_time):
                 dump_flows.write(json.dumps(row, sort_keys=True) + "\n")
     if progress is not None:
         progress(reader.size, reader.size)
-    return ReplayOutcome(summary, str(trace), dict(sorted(emitted.items())), outputs,
-                         verdict_lines)
+    outcome = ReplayOutcome(summary, str(trace), dict(sorted(emitted.items())), outputs,
+                            verdict_lines)
+    link = link_type_warning(trace, reader.linktype)
+    if link is not None:
+        outcome.warnings.append(link)
+    elif policy.ports and not from_ports and summary.packets:
+        outcome.warnings.append(
+            f"{trace}: no frame has the MAC of a port of the policy as its source, so every "
+            "frame entered from the uplink (and is dropped no_port unless it is addressed to "
+            "a port); for a capture taken elsewhere, make ports of its busiest MACs with "
+            "--ports-from-trace N")
+    return outcome
+
+
+def _writer(path: Path) -> PcapWriter:
+    try:
+        return PcapWriter(path)
+    except OSError as exc:
+        raise HostsdnUsageError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
 def _verdict_line(index: int, time: float, in_port: str, res: DpResult, dp: Datapath,
@@ -132,6 +168,8 @@ def _verdict_line(index: int, time: float, in_port: str, res: DpResult, dp: Data
 def _verdict_flow(flow: Flow, dp: Datapath, book: RuleBook) -> dict[str, Any]:
     """One flow that processed a frame: its key, the file:line deciding each layer, and
     the offload decision after this frame."""
+    from hostsdn.nic.trace import describe_key
+
     ps = dp.switch.ports.get(flow.port)
     state, reason, _ = dp.manager.status(flow, ps.generation if ps is not None else -1)
     return {"port": flow.port, "direction": flow.direction.value,
