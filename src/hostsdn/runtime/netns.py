@@ -13,7 +13,7 @@ Everything is derived from the policy by ``plan_topology`` (pure, no I/O), so ``
 can find every name again after a crash.  Netlink goes through pyroute2; ``ethtool`` (and
 nothing else) is run as a command, because pyroute2 has no offload-feature setter.
 
-Why each knob (see /work/shared/PLATFORM.md):
+Why each knob (measured; the project's platform notes have the details):
 
 * ``ethtool -K eth0 tx off`` on the namespace ends: a frame with a partial checksum loses
   it on the way through AF_PACKET or XDP (``TcpInCsumErrors``).  It also turns TSO off, so

@@ -1,0 +1,139 @@
+"""The commands and Python snippets of the documentation, for the tests that run them.
+
+Convention (checked by tests/unit/test_docs_commands.py): shell commands are in ```sh
+blocks, one command a line (a trailing ``# comment`` is allowed), output in ```text
+blocks, Python in ```python blocks.  Every command line is run by a test:
+
+* ``tests/unit/test_docs_commands.py``: what needs no root (replay, cachelab, ...), in a
+  scratch folder whose ``examples``, ``tests``, ``docs``, ``tools`` and ``src`` link to the
+  repository's, with ``hostsdn`` meaning this tree's ``python3 -m hostsdn.cli.main``;
+* ``tests/kernel/test_docs_up.py``: docs/up.md (``up``/``down``/``reload``/``ip netns``),
+  as root under the kernel lock.
+
+A few are not run as written, each for a stated reason (``EXEMPT``, ``DRY_RUN``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+NOT_SCANNED = {"benchmarks.md": "benchmark commands are run by hand (bench/ scripts print "
+                                "tables; some need root and minutes)"}
+KERNEL_DOCS = {"up.md"}
+"""Pages whose commands and snippets need root and network namespaces."""
+
+EXEMPT = {"bash .ci/run": "it is the test run itself (CI runs it on a fresh clone)"}
+DRY_RUN = {"pip install -q -e .": f"{sys.executable} {ROOT / 'tests' / 'doccmds.py'} "
+                                  "--check-install"}
+"""Run in a form that does not change the machine: the install itself is what .ci/run
+does before the tests; here every dependency pyproject.toml names must be installed."""
+
+_FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
+COMMAND_START = re.compile(r"^(sudo\s+)?(hostsdn|pip|python3?|PYTHONPATH=|bash|ip|tcpdump)\b")
+
+
+@dataclass(frozen=True)
+class Block:
+    page: str
+    lang: str
+    text: str
+    line: int
+
+    @property
+    def where(self) -> str:
+        return f"{self.page}:{self.line}"
+
+
+def blocks() -> list[Block]:
+    out = []
+    for path in DOCS:
+        if path.name in NOT_SCANNED:
+            continue
+        text = path.read_text()
+        for m in _FENCE.finditer(text):
+            line = text.count("\n", 0, m.start()) + 1
+            out.append(Block(path.relative_to(ROOT).as_posix(), m.group(1), m.group(2), line))
+    return out
+
+
+def commands(block: Block) -> list[str]:
+    """The command lines of an sh block (comments and blank lines dropped)."""
+    out = []
+    for raw in block.text.splitlines():
+        line = re.sub(r"\s+#.*$", "", raw).strip()
+        if line and not line.startswith("#"):
+            out.append(line)
+    return out
+
+
+def all_commands(*, kernel: bool) -> list[tuple[Block, str]]:
+    return [(b, c) for b in blocks() if b.lang == "sh"
+            and (Path(b.page).name in KERNEL_DOCS) == kernel for c in commands(b)]
+
+
+def python_snippets(*, kernel: bool) -> list[Block]:
+    return [b for b in blocks() if b.lang == "python"
+            and (Path(b.page).name in KERNEL_DOCS) == kernel]
+
+
+def shell_form(command: str) -> str:
+    """``command`` as the tests run it: ``hostsdn`` is this tree's CLI, ``sudo`` is dropped
+    (the tests run as root), the DRY_RUN parts replaced."""
+    for part, dry in DRY_RUN.items():
+        command = command.replace(part, dry)
+    command = re.sub(r"(^|&&\s*|\|\s*)sudo\s+", r"\1", command)
+    return re.sub(r"(^|&&\s*|\|\s*)hostsdn\b", rf"\1{sys.executable} -m hostsdn.cli.main",
+                  command)
+
+
+def scratch(tmp: Path) -> Path:
+    """A folder to run docs commands in: the repository's inputs linked, outputs local."""
+    for name in ("examples", "tests", "docs", "tools", "src", "bench", "pyproject.toml",
+                 "README.md"):
+        (tmp / name).symlink_to(ROOT / name)
+    return tmp
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), e.get("PYTHONPATH", "")])
+    e["COLUMNS"] = "100"
+    return e
+
+
+def run(command: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(shell_form(command), shell=True, check=False, cwd=cwd, env=env(),
+                          text=True, capture_output=True, timeout=timeout,
+                          executable=shutil.which("bash"))
+
+
+def check_install() -> list[str]:
+    """The dependencies of pyproject.toml that are not installed."""
+    import tomllib
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    missing = []
+    for dep in deps:
+        name = re.split(r"[<>=!~\[; ]", dep, maxsplit=1)[0]
+        try:
+            distribution(name)
+        except PackageNotFoundError:
+            missing.append(name)
+    return missing
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--check-install"]:
+        gone = check_install()
+        if gone:
+            print(f"not installed: {', '.join(gone)}", file=sys.stderr)
+        sys.exit(1 if gone else 0)
