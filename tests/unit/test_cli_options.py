@@ -14,7 +14,6 @@ import pytest
 from click.testing import CliRunner
 
 from captures import carried
-from hostsdn.cli import main as cli
 from hostsdn.cli.main import main
 from hostsdn.nic.datapath import DatapathOptions
 from hostsdn.offload.backend import backend_names
