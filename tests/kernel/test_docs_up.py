@@ -85,7 +85,11 @@ def test_the_commands_of_up_md_work_as_written(work):
         assert "applied by pid" in _ok(command, work)
     (stop,) = by_kind["down"]
     out = _ok(stop, work)
-    assert "hostsdn down: stopped pid" in out and "netns hsdn-web" in out
+    lines = out.splitlines()
+    assert lines[0].startswith("hostsdn down: stopped pid"), out
+    assert lines[1].startswith("hostsdn down: pid ") and "removed" in lines[1], out
+    assert {"netns hsdn-web", "netns hsdn-db", "link hsdn-uplink"} <= {
+        n.strip() for n in lines[1].split("removed", 1)[1].split(",")}, out
     assert _leftovers() == []
 
 

@@ -132,24 +132,32 @@ def stop_daemon(policy: pm.Policy | None, policy_path: str | os.PathLike[str], *
     if policy is None and recorded is None:
         raise DaemonError(f"no state of a running 'up' for {policy_path} in "
                           f"{rundir.run_dir()} and no policy to find the names by")
+    ns = uplink_ns or state.get("uplink_ns") or UPLINK_NS
+    topologies = ([Topology(policy, uplink_ns=ns)] if policy is not None else []) + (
+        # the file may have been edited since 'up' (a reload refused for a topology
+        # change, then a crash), or cannot be read: the names 'up' recorded go too
+        [Topology.from_plan(recorded)] if recorded is not None else [])
+    files = (rundir.pidfile_path(policy_path), state_file, rundir.reload_path(policy_path),
+             rundir.socket_path(policy_path))
+    names_before = list(dict.fromkeys(n for t in topologies for n in t.existing()))
+    files_before = [p.name for p in files if p.exists()]
     pidfile = rundir.pidfile_path(policy_path)
     pid = rundir.read_pid(policy_path)
     if pid is not None and rundir.alive_hostsdn(pid):
         done.append(_stop_process(pid, timeout))
+        # a stopped 'up' removes its namespaces and files itself: say what went
+        gone = [n for n in names_before if n not in
+                {m for t in topologies for m in t.existing()}]
+        gone += [name for name in files_before if not (rundir.run_dir() / name).exists()]
+        if gone:
+            done.append(f"pid {pid} removed {', '.join(gone)}")
     elif pid is not None:
         done.append(f"pid {pid} of {pidfile} is not running (a crashed or killed 'up'): "
                     "cleaning up after it")
     elif pidfile.exists():
         done.append(f"{pidfile} holds no pid: ignored")
-    ns = uplink_ns or state.get("uplink_ns") or UPLINK_NS
-    if policy is not None:
-        done.extend(Topology(policy, uplink_ns=ns).destroy())
-    if recorded is not None:
-        # the file may have been edited since 'up' (a reload refused for a topology
-        # change, then a crash), or cannot be read: the names 'up' recorded go too
-        done.extend(Topology.from_plan(recorded).destroy())
-    files = (pidfile, state_file, rundir.reload_path(policy_path),
-             rundir.socket_path(policy_path))
+    for topo in topologies:
+        done.extend(topo.destroy())
     removed = [p.name for p in files if p.exists()]
     rundir.remove_state(policy_path)
     if removed:
