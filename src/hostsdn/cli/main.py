@@ -39,9 +39,15 @@ def _warn(msg: str) -> None:
 @click.version_option(package_name="hostsdn")
 def main() -> None:
     """hostsdn: a host-SDN virtual switch with NIC flow offload."""
+    import os
+
     from hostsdn.runtime.gctune import tune_gc
 
     tune_gc()           # the slow path's flows are long-lived: see runtime/gctune.py
+    # pydantic looks for plugins in the entry points of every installed distribution when
+    # it builds its first model (the policy schema): tens of ms of start-up for plugins
+    # this command has no use for.  A user who wants some can set the variable.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 
 class LazyChoice(click.Choice):
