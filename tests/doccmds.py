@@ -40,7 +40,7 @@ DRY_RUN = {"pip install -q -e .": f"{sys.executable} {ROOT / 'tests' / 'doccmds.
 does before the tests; here every dependency pyproject.toml names must be installed."""
 
 _FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
-COMMAND_START = re.compile(r"^(sudo\s+)?(hostsdn|pip|python3?|PYTHONPATH=|bash|ip|tcpdump)\b")
+COMMAND_START = re.compile(r"^(sudo\s+)?(hostsdn|pip|python3?|PYTHONPATH=|bash|ip|tcpdump|curl)\b")
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,14 @@ def commands(block: Block) -> list[str]:
     return out
 
 
+def needs_root(block: Block, command: str) -> bool:
+    """A command of a KERNEL_DOCS page, or one that talks to a running ``up``."""
+    return Path(block.page).name in KERNEL_DOCS or "/run/hostsdn/" in command
+
+
 def all_commands(*, kernel: bool) -> list[tuple[Block, str]]:
-    return [(b, c) for b in blocks() if b.lang == "sh"
-            and (Path(b.page).name in KERNEL_DOCS) == kernel for c in commands(b)]
+    return [(b, c) for b in blocks() if b.lang == "sh" for c in commands(b)
+            if needs_root(b, c) == kernel]
 
 
 def python_snippets(*, kernel: bool) -> list[Block]:

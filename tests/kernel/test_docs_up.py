@@ -1,5 +1,6 @@
 """docs/up.md works as written: every command of the page, in a sensible order, and its
-Python snippet.  Real namespaces with the example policy's names (hsdn-web, hsdn-db,
+Python snippet; so do the commands of other pages that talk to a running up (the
+README's API example).  Real namespaces with the example policy's names (hsdn-web, hsdn-db,
 hsdn-uplink): run under the kernel lock, like every kernel test; everything is removed by
 name at the end."""
 
@@ -17,7 +18,7 @@ import doccmds
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(180)]
 
 PAGE = "docs/up.md"
-COMMANDS = [c for b, c in doccmds.all_commands(kernel=True) if b.page == PAGE]
+COMMANDS = [c for _, c in doccmds.all_commands(kernel=True)]
 NAMES = ("hsdn-web", "hsdn-db", "hsdn-uplink")
 
 
@@ -28,6 +29,8 @@ def _kind(command: str) -> str:
         return f"{sub}-daemon" if "--daemon" in words else sub
     if words[:3] == ["ip", "netns", "exec"]:
         return "in-netns"
+    if words[0] == "curl" and "/run/hostsdn/" in command:
+        return "api"
     raise AssertionError(f"{PAGE}: no test knows how to run {command!r}")
 
 
@@ -48,7 +51,8 @@ def work(tmp_path, monkeypatch):
     if reason:
         pytest.skip(f"network namespaces unavailable: {reason}")
     assert _leftovers() == [], "the example's namespaces exist already"
-    monkeypatch.setenv("HOSTSDN_RUN_DIR", str(tmp_path / "run"))
+    # the docs name /run/hostsdn (the default run dir): no HOSTSDN_RUN_DIR here
+    monkeypatch.delenv("HOSTSDN_RUN_DIR", raising=False)
     (tmp_path / "w").mkdir()
     folder = doccmds.scratch(tmp_path / "w")
     try:
@@ -81,6 +85,8 @@ def test_the_commands_of_up_md_work_as_written(work):
     assert "daemon pid" in _ok(start, work)
     for command in by_kind["in-netns"]:             # the pings
         assert " 0% packet loss" in _ok(command, work)
+    for command in by_kind.get("api", []):          # the README's API example
+        assert _ok(command, work).lstrip().startswith(("{", "["))
     for command in by_kind["reload"]:
         assert "applied by pid" in _ok(command, work)
     (stop,) = by_kind["down"]
