@@ -5,9 +5,10 @@
 
 The key tables are walked from the pydantic models of ``hostsdn.policy.loader`` (which
 keys exist, where, required or not, defaults), the rate units, protocol and ethertype
-names from the loader's tables and the drop reasons from ``DropReason``.  Only the words
-are written here, in ``KEY_DOCS`` / ``DROP_DOCS``: a key or reason without words makes
-this script (and tests/unit/test_docs_policy.py) fail, naming what to add.
+names from the loader's tables and the drop reasons from ``DropReason`` (with the
+docstrings of its members, or the words of ``DROP_DOCS``).  The words of the keys are
+written here, in ``KEY_DOCS``: a key or reason without words makes this script (and
+tests/unit/test_docs_policy.py) fail, naming what to add.
 
 Adding a policy key: add the field to the loader's schema, add its line to ``KEY_DOCS``
 (type, meaning, an example value that loads), run ``python3 tools/policydoc.py``, commit
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import itertools
 import sys
 import types
 import typing
@@ -251,6 +253,23 @@ def _default(field: Any) -> str:
     return f"`{value}`"
 
 
+def _enum_docstrings(cls: type[enum.Enum]) -> dict[str, str]:
+    """``MEMBER -> its docstring`` (the string literal after the member in the source),
+    folded to one line."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    out = {}
+    for stmt, nxt in itertools.pairwise(body):
+        if (isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)):
+            out[stmt.targets[0].id] = " ".join(nxt.value.value.split())
+    return out
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -300,11 +319,13 @@ def render() -> str:
         + " or a number 0x0600..0xffff.", "", "### Drop reasons", "",
         "The keys of the summary's `drop_reasons` and of `drop` in `--verdicts` lines.", "",
         "| reason | meaning |", "|---|---|"]
+    in_source = _enum_docstrings(DropReason)
     for reason in DropReason:
-        text = DROP_DOCS.get(reason.value)
+        text = DROP_DOCS.get(reason.value) or in_source.get(reason.name)
         if text is None:
-            raise DocError(f"drop reason {reason.value!r} has no words: add it to DROP_DOCS "
-                           "in tools/policydoc.py")
+            raise DocError(f"drop reason {reason.value!r} has no words: give its member a "
+                           "docstring in flows/table.py (or add it to DROP_DOCS in "
+                           "tools/policydoc.py)")
         out.append(f"| `{reason.value}` | {_cell(text)} |")
     return "\n".join(out) + "\n"
 
