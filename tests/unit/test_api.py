@@ -396,3 +396,17 @@ def test_limits_reached_are_logged_with_the_increase(rig: Rig, caplog) -> None:
                                     "nic_capacity_refusals +3, snat_exhausted_drops +1")
     finally:
         slow.close()
+
+
+def test_summary_has_the_setup_latency_quantiles(rig: Rig) -> None:
+    from hostsdn.runtime.slowpath import SlowPath
+
+    slow = SlowPath(rig.dp, {})
+    try:
+        rig.board.slow = slow
+        for seconds in (30e-6, 40e-6, 200e-6, 3.0):
+            slow.setup_latency.observe(seconds)
+        s = TestClient(app_of(rig)).get("/v1/summary").json()
+        assert s["setup_latency"] == {"count": 4, "p50": 50e-6, "p90": None, "p99": None}
+    finally:
+        slow.close()

@@ -263,6 +263,11 @@ def create_app(board: Board) -> FastAPI:
                 s = board.dp.summary().to_json()
                 s.update(uptime=round(now - board.uptime_base, 3), errors=0)
             s["generation"] = board.generation()
+            hist = board.slow.setup_latency if board.slow is not None else None
+            s["setup_latency"] = {
+                "count": hist.count if hist else 0,
+                **{f"p{int(q * 100)}": _finite(hist.quantile(q) if hist else None)
+                   for q in (0.5, 0.9, 0.99)}}
             return s
         return await board.run(job)
 
@@ -407,6 +412,10 @@ def create_app(board: Board) -> FastAPI:
         return Response(render(snap), media_type=PROMETHEUS_TEXT)
 
     return app
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and x != float("inf") else None
 
 
 def _reloader(board: Board) -> Reloader:

@@ -43,6 +43,15 @@ class Health(BaseModel):
     loop_delay: float = Field(description="Seconds the packet loop took to take this request.")
 
 
+class SetupLatency(BaseModel):
+    count: int = Field(description="Frames that created flows.")
+    p50: float | None = Field(description="Upper bound (s) of the bucket of the median "
+                              "(the buckets of hostsdn_slow_path_setup_seconds); null: no frame, or "
+                              "above the last bucket.")
+    p90: float | None
+    p99: float | None
+
+
 class Summary(BaseModel):
     """The status line's counters and more (the ``replay --json`` summary's keys)."""
 
@@ -65,6 +74,8 @@ class Summary(BaseModel):
     uptime: float
     errors: int = Field(description="Exceptions that escaped the datapath (bugs).")
     generation: int
+    setup_latency: SetupLatency = Field(
+        description="Slow-path setup latency (frames that created flows).")
 
 
 class Traffic(BaseModel):
