@@ -302,7 +302,8 @@ def create_app(board: Board) -> FastAPI:
                                            description="Last id of the previous page")
                          ] = None,
         limit: Annotated[int, Query(ge=1, le=views.MAX_PAGE)] = 100,
-        sync: Annotated[bool, Query(description="Pull the NIC's counters first")] = True,
+        sync: Annotated[bool, Query(
+            description="Pull the NIC's counters of the page's flows first")] = True,
     ) -> dict[str, Any]:
         """Flows in id order, filtered (a 5-tuple field matches the key or, for a
         tunnelled frame, its inner key), one page at a time."""
@@ -314,9 +315,8 @@ def create_app(board: Board) -> FastAPI:
             src_port=src_port, dst_port=dst_port)
 
         def job() -> dict[str, Any]:
-            if sync:
-                views.sync_nic_counters(board.dp)
-            return views.list_flows(board.dp, board.clock(), flt, after=after, limit=limit)
+            return views.list_flows(board.dp, board.clock(), flt, after=after, limit=limit,
+                                    sync=sync)
         return await board.run(job)
 
     @app.get("/v1/flows/{flow_id}", response_model=m.Flow, tags=["flows"],
@@ -324,7 +324,6 @@ def create_app(board: Board) -> FastAPI:
     async def flow(flow_id: Annotated[int, PathParam(ge=0, le=2**63 - 1)]) -> dict[str, Any]:
         """One flow by id."""
         def job() -> dict[str, Any] | None:
-            views.sync_nic_counters(board.dp)
             return views.one_flow(board.dp, flow_id, board.clock())
         rec = await board.run(job)
         if rec is None:

@@ -99,13 +99,20 @@ def _page(items: list[Any], ident: Any, after: int | None, limit: int) -> tuple[
 
 
 def list_flows(dp: Datapath, now: float, flt: FlowFilter = FlowFilter(), *,
-               after: int | None = None, limit: int = 100) -> dict[str, Any]:
+               after: int | None = None, limit: int = 100,
+               sync: bool = True) -> dict[str, Any]:
     """Flows matching ``flt`` in id order, ``limit`` after the id ``after``; ``next``
-    is the ``after`` of the next page (None on the last)."""
+    is the ``after`` of the next page (None on the last).  ``sync`` pulls the NIC
+    counters of the page's flows first (only theirs: a full pull of a big NIC table is
+    what would make a listing slow)."""
     limit = max(1, min(limit, MAX_PAGE))
     matching = [f for f in _all_flows(dp, flt.rows.port) if flt.matches(dp, f)]
     total = len(matching)
     page, nxt = _page(matching, lambda f: f.id, after, limit)
+    if sync:
+        handles = [f.nic_handle for f in page if f.nic_handle]
+        if handles:
+            dp.manager.sync_stats(handles)
     book = RuleBook(dp.switch.policy)
     return {"total": total, "next": nxt, "flows": [flow_record(dp, f, now, book)
                                                     for f in page]}
@@ -121,8 +128,11 @@ def _all_flows(dp: Datapath, port: str | None = None) -> Iterable[Flow]:
 
 
 def one_flow(dp: Datapath, flow_id: int, now: float) -> dict[str, Any] | None:
+    """The flow with id ``flow_id`` (its NIC counters pulled first), None if none."""
     for f in _all_flows(dp):
         if f.id == flow_id:
+            if f.nic_handle:
+                dp.manager.sync_stats([f.nic_handle])
             return flow_record(dp, f, now, RuleBook(dp.switch.policy))
     return None
 
