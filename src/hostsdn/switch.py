@@ -544,8 +544,23 @@ class Switch:
         rev = conn_identity(normalize(reply_key(walk.final_key)))
         rdir = direction.reverse
         gen = ps.generation
-        ps.tables.edge(direction)[fwd] = LayerConn(conn, NO_DELTA, Side.ORIGINAL, gen)
-        ps.tables.edge(rdir)[rev] = LayerConn(conn, NO_DELTA, Side.REPLY, gen)
+        fwd_entry = LayerConn(conn, NO_DELTA, Side.ORIGINAL, gen)
+        rev_entry = None
+        # memory: a layer that left the key alone holds an equal identity and an equal
+        # reply entry already (a stateful allow): share those objects
+        for layer_index, k in conn.registrations:
+            if layer_index < 0:
+                continue
+            if k == rev:
+                entry = ps.tables.layer_conns[layer_index].get(k)
+                rev = k
+                if entry is not None and entry.side is Side.REPLY and \
+                        entry.delta is NO_DELTA:
+                    rev_entry = entry
+            elif k == fwd:
+                fwd = k
+        ps.tables.edge(direction)[fwd] = fwd_entry
+        ps.tables.edge(rdir)[rev] = rev_entry or LayerConn(conn, NO_DELTA, Side.REPLY, gen)
         edge_index = (EDGE_OUT, EDGE_IN) if direction is Direction.OUT else (EDGE_IN, EDGE_OUT)
         conn.registrations.append((edge_index[0], fwd))
         conn.registrations.append((edge_index[1], rev))
