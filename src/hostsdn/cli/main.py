@@ -719,5 +719,72 @@ def _running_flows(policy: str, flt: Any) -> tuple[list[dict[str, Any]], str]:
                             "list the flows a capture leaves)")
 
 
+@main.command()
+@click.argument("policy", type=click.Path(dir_okay=False))
+@click.option("--pcap", "pcap", type=click.Path(dir_okay=False), default=None,
+              help="Replay this capture through POLICY and show its statistics (else: ask "
+                   "the running 'hostsdn up' of POLICY).")
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as one JSON object.")
+@nic_options
+def stats(policy: str, pcap: str | None, as_json: bool, **kw: Any) -> None:
+    """Statistics of POLICY's switch: per port packets/bytes on the host vs in the NIC,
+    drops by reason, flows, offload ratio, evictions, exceptions, refusals and the
+    slow-path setup latency percentiles."""
+    from hostsdn.runtime.policyfile import load_policy
+
+    try:
+        pol = load_policy(policy)
+        if pcap is None:
+            result, title = _running_stats(policy)
+        else:
+            result = _replay_stats(pol, pcap, _dp_options(kw))
+            title = f"hostsdn stats: {Path(policy).name} after {Path(pcap).name}"
+    except (HostsdnError, ValueError, KeyError, OSError) as exc:
+        _fail(_one_line(exc))
+        return
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+        return
+    from hostsdn.cli.render import print_stats
+
+    print_stats(result, title=title)
+
+
+def _replay_stats(pol: Any, pcap: str, options: Any) -> dict[str, Any]:
+    """Replay ``pcap`` timing each frame that set flows up (the slow path)."""
+    import time
+
+    from hostsdn.nic.datapath import Datapath
+    from hostsdn.nic.flowdump import stats as dp_stats
+    from hostsdn.runtime.pcap import TraceReader
+    from hostsdn.runtime.replay import classify_port
+    from hostsdn.runtime.slowpath import LatencyHistogram
+
+    hist = LatencyHistogram()
+    by_mac = {p.mac: p.name for p in pol.ports}
+    last = 0.0
+    with Datapath(pol, options) as dp:
+        created = dp.switch.counters
+        for tf in TraceReader(pcap):
+            before = created["flows_created"]
+            t0 = time.perf_counter()
+            dp.receive(tf.data, classify_port(tf.data, by_mac), tf.time)
+            if created["flows_created"] != before:
+                hist.observe(time.perf_counter() - t0)
+            last = tf.time
+        dp.finish(last)
+        return dp_stats(dp, setup_latency=_latency(hist))
+
+
+def _latency(hist: Any) -> dict[str, float | None]:
+    return {"p50": hist.quantile(0.5), "p90": hist.quantile(0.9), "p99": hist.quantile(0.99),
+            "count": hist.count, "mean": (hist.total / hist.count) if hist.count else None}
+
+
+def _running_stats(policy: str) -> tuple[dict[str, Any], str]:
+    raise HostsdnUsageError(f"no running 'hostsdn up' API for {policy} (give --pcap TRACE for "
+                            "the statistics of a capture)")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -208,3 +208,52 @@ def print_flows(rows: list[dict[str, Any]], *, title: str, console: Console | No
     for r in rows:
         states[r["offload"]["state"]] = states.get(r["offload"]["state"], 0) + 1
     console.print(f"{len(rows)} flows: " + ", ".join(f"{n} {s}" for s, n in states.items()))
+
+
+def _us(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds == float("inf"):
+        return "> max bucket"
+    return f"<= {seconds * 1e6:,.0f} us"
+
+
+def print_stats(s: dict[str, Any], *, title: str, console: Console | None = None) -> None:
+    console = console or Console()
+    t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    for col in ("port", "dir", "host pkts", "host bytes", "NIC pkts", "NIC bytes", "in NIC",
+                "flows", "offloaded", "drops"):
+        t.add_column(col, justify="left" if col in ("port", "dir", "drops") else "right")
+    for name, p in s["ports"].items():
+        drops = ", ".join(f"{why} {n}" for why, n in p["drops"].items()) or "-"
+        for i, d in enumerate(("out", "in")):
+            x = p[d]
+            t.add_row(Text(name) if i == 0 else "", d, str(x["host_packets"]),
+                      _bytes(x["host_bytes"]), str(x["nic_packets"]), _bytes(x["nic_bytes"]),
+                      f"{x['nic_share']:.0%}", str(p["flows"]) if i == 0 else "",
+                      str(p["offloaded"]) if i == 0 else "", Text(drops) if i == 0 else "",
+                      end_section=i == 1)
+    console.print(t)
+    g = Table(box=box.SIMPLE_HEAD, show_header=False)
+    g.add_column(style="bold")
+    g.add_column(justify="right")
+    g.add_row("packets", f"{s['packets']} ({s['forwarded']} forwarded, {s['dropped']} dropped)")
+    g.add_row("offload ratio", f"{s['offload_ratio']:.1%} of frames handled by the NIC "
+                               f"({s['nic']})")
+    paths = ", ".join(f"{p} {n}" for p, n in s["exceptions_by_path"].items())
+    g.add_row("exceptions", f"{s['exceptions']}" + (f" ({paths})" if paths else ""))
+    g.add_row("flows", f"{s['flows_active']} active, {s['flows_created']} created, "
+                       f"{s['nic_flows_now']} in the NIC now")
+    g.add_row("evictions", str(s["evictions"]))
+    g.add_row("NIC idle removals", str(s["nic_idle_removed"]))
+    refused = ", ".join(f"{r} {n}" for r, n in s["offload_refused"].items()) or "-"
+    g.add_row("offload refusals", Text(refused))
+    drops = ", ".join(f"{r} {n}" for r, n in s["drop_reasons"].items()) or "-"
+    g.add_row("drops by reason", Text(drops))
+    if s["malformed"]:
+        g.add_row("malformed", Text(", ".join(f"{r} {n}" for r, n in s["malformed"].items())))
+    lat = s.get("setup_latency")
+    if lat:
+        g.add_row("slow-path setup", f"p50 {_us(lat.get('p50'))}, p90 {_us(lat.get('p90'))}, "
+                                     f"p99 {_us(lat.get('p99'))} ({lat.get('count', 0)} setups)")
+    console.print(g)

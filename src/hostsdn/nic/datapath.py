@@ -152,6 +152,9 @@ class Datapath:
             GuestDriver(self.manager) if opts.guest_flow_list else None)
         self.counters: Counter[str] = Counter()
         self.drop_reasons: Counter[str] = Counter()
+        self.port_drops: Counter[tuple[str, str]] = Counter()
+        """Frames dropped, by (port, reason): every drop a frame met (a flooded frame
+        can meet several)."""
         self.copier: Any = None
         """A shadow's copier (``shadow``): maps its objects back to this datapath's."""
 
@@ -188,6 +191,8 @@ class Datapath:
             self.counters["dropped"] += 1
             reason = res.drop_reason or DropReason.BLOCKED
             self.drop_reasons[reason.value] += 1
+        for port, why in res.drops:
+            self.port_drops[(port, why.value)] += 1
         self.counters[f"path_{res.path}"] += 1
         return res
 
@@ -239,6 +244,7 @@ class Datapath:
         sdp.guest = GuestDriver(sdp.manager) if self.guest is not None else None
         sdp.counters = Counter()
         sdp.drop_reasons = Counter()
+        sdp.port_drops = Counter()
         sdp.copier = copier
         return sdp
 

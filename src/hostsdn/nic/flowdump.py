@@ -124,3 +124,48 @@ def flow_rows(dp: Datapath, now: float, flt: FlowFilter | None = None,
                 continue
         out.append(flow_row(dp, flow, now, book))
     return out
+
+
+def stats(dp: Datapath, *, setup_latency: dict[str, float | None] | None = None
+          ) -> dict[str, Any]:
+    """What ``hostsdn stats`` shows: per port packets/bytes on the host vs in the NIC (per
+    direction), drops by reason, flows and offloaded entries; for the whole switch the
+    offload ratio (frames handled by the NIC), exceptions by path, evictions, refusals,
+    NIC idle removals, malformed frames and, when the driver measured it, the slow-path
+    setup latency percentiles (seconds).  NIC counts as last pulled."""
+    s = dp.summary()
+    mgr = dp.manager
+    ports: dict[str, Any] = {}
+    for name, ps in dp.switch.ports.items():
+        traffic = dp.switch.port_traffic(name)
+        p: dict[str, Any] = {}
+        for direction, t in traffic.items():
+            total = t.host_packets + t.nic_packets
+            p[direction.value] = {
+                "host_packets": t.host_packets, "host_bytes": t.host_bytes,
+                "nic_packets": t.nic_packets, "nic_bytes": t.nic_bytes,
+                "nic_share": (t.nic_packets / total) if total else 0.0}
+        flows = [*ps.tables.out_flows.values(), *ps.tables.in_flows.values()]
+        p["flows"] = len(flows)
+        p["offloaded"] = sum(1 for f in flows if f.nic_handle)
+        p["drops"] = {why: n for (port, why), n in sorted(dp.port_drops.items())
+                      if port == name}
+        ports[name] = p
+    packets = s["packets"]
+    return {
+        "ports": ports,
+        "packets": packets, "forwarded": s["forwarded"], "dropped": s["dropped"],
+        "drop_reasons": s["drop_reasons"],
+        "uplink_drops": {why: n for (port, why), n in sorted(dp.port_drops.items())
+                         if port not in dp.switch.ports},
+        "flows_active": s["flows_active"], "flows_created": s["flows_created"],
+        "connections_created": s["connections_created"],
+        "nic": s["nic"], "nic_hits": s["nic_hits"], "exceptions": s["exceptions"],
+        "exceptions_by_path": s["exceptions_by_path"],
+        "offload_ratio": (s["nic_hits"] / packets) if packets else 0.0,
+        "nic_flows_now": s["nic_flows_now"], "flows_offloaded": s["flows_offloaded"],
+        "offload_refused": s["offload_refused"], "evictions": s["evictions"],
+        "nic_idle_removed": s["nic_idle_removed"], "malformed": s["malformed"],
+        "offloaded_by_direction": {d.value: len(t) for d, t in mgr.offloaded.items()},
+        "setup_latency": setup_latency,
+    }
