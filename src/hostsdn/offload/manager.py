@@ -424,6 +424,15 @@ class OffloadManager:
                 flow.nic_handle = 0
                 self.refused[reason.value] += 1
 
+    def adopt(self, flow: Flow, now: float) -> bool:
+        """Offload a flow the host rebuilt after a restart whose entry the NIC still holds
+        (no packet asked for it): every rule of ``_consider`` but offload-after, and it
+        never evicts.  True when offloaded."""
+        if self.backend is None or flow.removed \
+                or flow.offload_state is OffloadState.OFFLOADED:
+            return False
+        return self._consider(flow, now, speculative=True)
+
     def status(self, flow: Flow, generation: int) -> tuple[str, str, str]:
         """``(state, reason, detail)`` of a host flow for an operator: ``offloaded``,
         ``pending`` (offload-after not reached, TCP not established yet), ``refused``

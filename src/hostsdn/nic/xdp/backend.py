@@ -27,6 +27,7 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from hostsdn.direction import Direction
@@ -90,7 +91,8 @@ class XdpNic:
                  out_capacity: int = 4096, in_capacity: int = 4096,
                  features: Iterable[Feature] | None = None, exception_path: str = "pf",
                  ifindexes: dict[str, int] | None = None, attach: bool = False,
-                 xdp_mode: str = "native", obj_path: str | None = None) -> None:
+                 xdp_mode: str = "native", obj_path: str | None = None,
+                 pin_dir: str | None = None) -> None:
         if out_capacity < 0 or in_capacity < 0:
             raise ValueError("cache capacity must be >= 0")
         feats = frozenset(features) if features is not None else ALL_FEATURES
@@ -108,7 +110,7 @@ class XdpNic:
         self._dp = XdpDatapath()
         try:
             size = max(out_capacity, in_capacity, 1)
-            self._dp.open(obj_path, max_flows=size, max_tunnel_flows=size)
+            self._dp.open(obj_path, max_flows=size, max_tunnel_flows=size, pin_dir=pin_dir)
             if ifindexes is None:
                 ifindexes = self._make_test_links(policy)
             macs = self._macs = _port_macs(policy)
@@ -238,6 +240,50 @@ class XdpNic:
         return [r if r is not None else OpResult(op.handle, OpError.DEVICE, "internal")
                 for r, op in zip(results, ops)]
 
+    # -- adopting what an earlier run left (hostsdn restart, up after a crash) -------------
+    @property
+    def adopted(self) -> bool:
+        """The maps were pinned by an earlier run and reused, entries and all."""
+        return self._dp.adopted
+
+    def found_entries(self) -> list[FoundEntry]:
+        """The entries the maps hold that this process did not install (after adopting):
+        what an earlier run offloaded, for the host to rebuild its flows from."""
+        mine = {self._map_op(e) for e in self.table.entries.values()}
+        out = []
+        for fe in self._dp.dump():
+            port = UPLINK if fe.port_id is None else self._port_names.get(fe.port_id, "")
+            if (fe.direction, fe.port_id, fe.key) in mine:
+                continue
+            out.append(FoundEntry(NicDirection(fe.direction.value), port, fe.key,
+                                  fe.action.drop, encode_action(
+                                      fe.action.transposition, drop=fe.action.drop,
+                                      dest_port_id=fe.action.dest_port_id,
+                                      tcp_flags_to_host=fe.action.tcp_flags_to_host)))
+        return out
+
+    def encoded(self, handle: int) -> bytes | None:
+        """The action bytes this process installed for ``handle`` (None: not installed)."""
+        e = self.table.entries.get(handle)
+        return self._encode(e) if e is not None else None
+
+    def remove_unclaimed(self) -> int:
+        """Delete the entries of an earlier run that no host flow took over (their
+        connections are unknown to the host); returns how many."""
+        mine = {self._map_op(e) for e in self.table.entries.values()}
+        gone = [(fe.direction, fe.port_id, fe.key) for fe in self._dp.dump()
+                if (fe.direction, fe.port_id, fe.key) not in mine]
+        if gone:
+            self._dp.delete_flows(gone)
+        return len(gone)
+
+    def release(self) -> None:
+        """Leave the program attached and the maps pinned (with their entries) for the next
+        run to adopt; close this process's handles (``hostsdn restart``)."""
+        self._attached.clear()
+        self._dp.release()
+        _delete_links(self._created_links)
+
     def _map_op(self, e: NicEntry) -> tuple[Direction, int | None, FlowKey]:
         if e.direction is Direction.OUT:
             return Direction.OUT, self._port_ids[e.port], e.key
@@ -354,6 +400,19 @@ class XdpNic:
     def _miss(self, in_port: str) -> NicRx:
         count_miss(self.counters, in_port, self.exception_path)
         return NicRx(hit=False)
+
+
+@dataclass(frozen=True, slots=True)
+class FoundEntry:
+    """An entry an earlier run left in the maps (``XdpNic.found_entries``)."""
+
+    direction: NicDirection
+    port: str
+    """The VM port of an outgoing entry; ``uplink`` for an incoming one (keyed by key)."""
+    key: FlowKey
+    drop: bool
+    action: bytes
+    """Its action as ``encode_action`` writes it (counters zero), to compare."""
 
 
 def monotonic_now() -> float:

@@ -159,16 +159,23 @@ class XdpDatapath:
         self._ncpus = 0
         self._affinity_lock = threading.Lock()
         self.obj_path: Path | None = None
+        self.adopted = False
+        """``open`` reused maps pinned by an earlier run (with their entries)."""
 
     # ------------------------------------------------------------- lifecycle
 
     def open(self, obj_path: str | os.PathLike[str] | None = None, *,
-             max_flows: int | None = None, max_tunnel_flows: int | None = None) -> None:
+             max_flows: int | None = None, max_tunnel_flows: int | None = None,
+             pin_dir: str | os.PathLike[str] | None = None) -> None:
         """Load the object (built with ``build_object()`` when no path is given).
 
         ``max_flows`` resizes out_flows and in_flows (each), ``max_tunnel_flows``
         out_tun_flows and in_tun_flows, before loading.  Checks the maps' key/value
         sizes against ``layout`` (NicError on mismatch).
+
+        ``pin_dir`` (a directory on a bpffs): maps pinned there by an earlier run are
+        reused (their entries, ports and counters kept: ``adopted`` is then True), the
+        others are pinned there after loading, so a later run can adopt them in turn.
         """
         if self._obj is not None:
             raise NicError("XdpDatapath is already open")
@@ -185,7 +192,10 @@ class XdpDatapath:
                     raise NicError(f"flow map sizes must be positive, not {size}")
                 for name in names:
                     maps[name].set_max_entries(size)
+            reused = self._reuse_pinned(maps, pin_dir) if pin_dir is not None else []
             obj.load()
+            for fd in reused:
+                os.close(fd)                    # libbpf holds its own duplicate
             prog = obj.find_program(PROGRAM_NAME)
             self._prog_fd = prog.fd
             self._fds = {name: m.fd for name, m in maps.items()}
@@ -196,6 +206,44 @@ class XdpDatapath:
             raise
         self._obj = obj
         self.obj_path = path
+        self.adopted = bool(pin_dir is not None and reused)
+        if pin_dir is not None:
+            base = Path(pin_dir)
+            for name in MAP_NAMES:
+                if not (base / name).exists():
+                    libbpf.obj_pin(self._fds[name], base / name)
+
+    @staticmethod
+    def _reuse_pinned(maps: dict[str, libbpf.BpfMap], pin_dir: str | os.PathLike[str]
+                      ) -> list[int]:
+        base = Path(pin_dir)
+        base.mkdir(parents=True, exist_ok=True)
+        fds: list[int] = []
+        try:
+            for name, m in maps.items():
+                if (base / name).exists():
+                    fd = libbpf.obj_get(base / name)
+                    fds.append(fd)
+                    m.reuse_fd(fd)
+        except BaseException as exc:
+            for fd in fds:
+                os.close(fd)
+            if isinstance(exc, NicError):
+                raise NicError(f"cannot adopt the maps pinned in {base} ({exc}); they are of "
+                               "another build or size: 'hostsdn down' removes them") from None
+            raise
+        return fds
+
+    def release(self) -> None:
+        """Close this process's handles but leave the program attached where it is and
+        the maps pinned: established flows keep being forwarded (``hostsdn restart``)."""
+        if self._obj is not None:
+            self._obj.close()
+        self._obj = None
+        self._prog_fd = -1
+        self._fds = {}
+        self._ports = {}
+        self._attached.clear()
 
     def close(self) -> None:
         """Detach from every interface this datapath attached to, then unload."""

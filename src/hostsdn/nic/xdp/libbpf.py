@@ -52,6 +52,7 @@ __all__ = [
     "map_update_batch_each",
     "map_update_elem",
     "num_possible_cpus",
+    "obj_get",
     "obj_pin",
     "prog_test_run",
     "xdp_attach",
@@ -167,6 +168,8 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_xdp_detach": (_int, [_int, _u32, _vp]),
     "bpf_xdp_query_id": (_int, [_int, _int, ctypes.POINTER(_u32)]),
     "bpf_obj_pin": (_int, [_int, ctypes.c_char_p]),
+    "bpf_obj_get": (_int, [ctypes.c_char_p]),
+    "bpf_map__reuse_fd": (_int, [_vp, _int]),
     "bpf_prog_test_run_opts": (_int, [_int, ctypes.POINTER(_TestRunOpts)]),
     "libbpf_num_possible_cpus": (_int, []),
     "libbpf_set_print": (_vp, [_PRINT_FN]),
@@ -330,6 +333,11 @@ class BpfMap:
         """Resize before the object is loaded."""
         _check(_library().bpf_map__set_max_entries(self._ptr, n),
                f"bpf_map__set_max_entries({self.name}, {n})")
+
+    def reuse_fd(self, fd: int) -> None:
+        """Before load: use this existing map (e.g. a pinned one, ``obj_get``) instead of
+        creating one; its type, key/value sizes and max entries must match."""
+        _check(_library().bpf_map__reuse_fd(self._ptr, fd), f"bpf_map__reuse_fd({self.name})")
 
 
 class BpfObject:
@@ -568,6 +576,12 @@ def xdp_query_id(ifindex: int, flags: int = 0) -> int:
     _check(_library().bpf_xdp_query_id(ifindex, flags, ctypes.byref(prog_id)),
            f"bpf_xdp_query_id(ifindex {ifindex})")
     return int(prog_id.value)
+
+
+def obj_get(path: str | os.PathLike[str]) -> int:
+    """A new fd of the object pinned at ``path`` (the caller closes it)."""
+    p = os.fspath(path)
+    return _check(_library().bpf_obj_get(p.encode()), f"bpf_obj_get({p})")
 
 
 def obj_pin(fd: int, path: str | os.PathLike[str]) -> None:
