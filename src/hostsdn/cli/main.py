@@ -412,11 +412,15 @@ UP_NIC_HELP = ("simnic: the NIC model runs in this process (Python forwards ever
               metavar="PEM", help="TLS certificate for the TCP listener.")
 @click.option("--api-key", type=click.Path(dir_okay=False, exists=True), default=None,
               metavar="PEM", help="TLS private key for the TCP listener.")
+@click.option("--fail-closed", is_flag=True,
+              help="Attach the XDP program so that it goes with the process: a crashed "
+                   "switch forwards nothing (default: fail-open, established flows go on; "
+                   "see docs/operate.md).")
 @nic_options(nic_help=UP_NIC_HELP)
 def up(policy: str, as_daemon: bool, duration: float | None, remote_ips: tuple[str, ...],
        uplink_ns: str, status_interval: float, log_format: str, api_listen: str | None,
        api_token_file: str | None, api_cert: str | None, api_key: str | None,
-       **kw: Any) -> None:
+       fail_closed: bool, **kw: Any) -> None:
     """Bring POLICY up on this machine (root): a network namespace per VM port
     (hsdn-<port>) and one for the uplink, veth pairs to host-side interfaces, and the
     switch forwarding between them.  Stops on SIGINT/SIGTERM or after --duration and
@@ -426,7 +430,8 @@ def up(policy: str, as_daemon: bool, duration: float | None, remote_ips: tuple[s
 
     opts = d.UpOptions(datapath=_dp_options(kw), uplink_ns=uplink_ns,
                        remote_ips=tuple(dict.fromkeys(remote_ips)), duration=duration,
-                       status_interval=status_interval, log_format=log_format)
+                       status_interval=status_interval, log_format=log_format,
+                       fail_closed=fail_closed)
     services = [_api_service(api_listen, api_token_file, api_cert, api_key)]
     try:
         pol = load_policy(policy)
@@ -464,6 +469,38 @@ def _api_service(listen: str | None, token_file: str | None, cert: str | None,
         except HostsdnError as exc:
             raise click.BadParameter(str(exc), param_hint="--api-token-file") from None
     return api_service(ApiOptions(listen=address, token=token, certfile=cert, keyfile=key))
+
+
+@main.command()
+@click.argument("policy", type=click.Path(dir_okay=False, exists=True))
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, metavar="S", help="Wait this long for the old process to stop.")
+@click.option("--api-listen", default=None, metavar="HOST:PORT",
+              help="As for 'up' (not recorded: give the TCP API options again).")
+@click.option("--api-token-file", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE", help="As for 'up'.")
+@click.option("--api-cert", type=click.Path(dir_okay=False, exists=True), default=None,
+              metavar="PEM", help="As for 'up'.")
+@click.option("--api-key", type=click.Path(dir_okay=False, exists=True), default=None,
+              metavar="PEM", help="As for 'up'.")
+def restart(policy: str, timeout: float, api_listen: str | None, api_token_file: str | None,
+            api_cert: str | None, api_key: str | None) -> None:
+    """Restart the running 'hostsdn up' of POLICY without cutting its connections: it
+    saves its connections and stops, leaving the namespaces and the XDP program (with its
+    flow entries) in place; a new daemon with the same options takes everything over.
+    Established connections keep flowing in the NIC meanwhile; see docs/operate.md."""
+    from hostsdn.runtime import daemonize
+    from hostsdn.runtime.policyfile import load_policy
+
+    services = [_api_service(api_listen, api_token_file, api_cert, api_key)]
+    try:
+        pol = load_policy(policy)
+        old, new, gap = daemonize.restart_daemon(pol, policy, timeout=timeout,
+                                                 services=services)
+    except (HostsdnError, ValueError, KeyError, OSError) as exc:
+        _fail(_one_line(exc))
+        return
+    click.echo(f"hostsdn restart: pid {old} -> {new}; slow path back after {gap:.2f} s")
 
 
 @main.command()

@@ -198,7 +198,7 @@ def print_flows(rows: list[dict[str, Any]], *, title: str, console: Console | No
         if off["reason"] and off["reason"] != off["state"]:
             state.append(f" {off['reason']}", style="dim")
         rewrite = r["rewrite"] if not r["drop"] else f"drop ({r['drop']})"
-        t.add_row(Text(f"{r['port']}/{r['direction']}"), Text(r["key"]),
+        t.add_row(Text(f"{r['port']}/{r['direction']}"), Text(r.get("key_short", r["key"])),
                   Text(_rules_short(r["rules"])), Text(rewrite),
                   _count(r["host_packets"], r["host_bytes"]),
                   _count(r["nic_packets"], r["nic_bytes"]), f"{r['age']:.1f}s",

@@ -123,8 +123,8 @@ def restore(dp: Datapath, saved: Iterable[ConnRecord], nic: Sequence[NicKey],
         pending = rest
     report.unclaimed = [e for e in pending if _flow_of(dp, e) is None]
     for e in nic:
-        flow = _flow_of(dp, e)
-        if flow is not None and dp.manager.adopt(flow, now):
+        held = _flow_of(dp, e)
+        if held is not None and dp.manager.adopt(held, now):
             report.offloaded += 1
     dp.manager.flush()
     return report

@@ -206,14 +206,15 @@ def _mac(m: bytes) -> str:
     return pm.mac_to_str(m)
 
 
-def describe_key(k: FlowKey) -> str:
-    """One line for a flow key: ``tcp 10.1.0.4:40000 > 198.51.100.10:443``, with MACs,
-    VLANs, DSCP, fragments and the inner key of a tunnel frame."""
-    macs = f"{_mac(k.src_mac)} > {_mac(k.dst_mac)}"
+def describe_key(k: FlowKey, *, macs: bool = True) -> str:
+    """One line for a flow key: ``tcp 10.1.0.4:40000 > 198.51.100.10:443``, with MACs
+    (unless ``macs=False`` and the key is IP), VLANs, DSCP, fragments and the inner key
+    of a tunnel frame."""
+    mac_text = f"{_mac(k.src_mac)} > {_mac(k.dst_mac)}"
     vlan = "".join(f" vlan {v}" for v in k.vlans)
     if not k.ip_version:
         name = ETHERTYPE_NAMES.get(k.ethertype, f"ethertype {k.ethertype:#06x}")
-        return f"{name} {macs}{vlan}"
+        return f"{name} {mac_text}{vlan}"
     src, dst = pm.ip_to_str(k.ip_version, k.src_ip), pm.ip_to_str(k.ip_version, k.dst_ip)
     if k.ip_version == 6:
         src, dst = f"[{src}]", f"[{dst}]"
@@ -226,11 +227,11 @@ def describe_key(k: FlowKey) -> str:
     else:
         addrs = f"{src} > {dst}"
     extra = (f" dscp {k.dscp}" if k.dscp else "") + (" frag" if k.frag else "")
-    text = f"{proto} {addrs}{extra} ({macs}{vlan})"
+    text = f"{proto} {addrs}{extra} ({mac_text}{vlan})" if macs else f"{proto} {addrs}{extra}{vlan}"
     if k.inner is not None:
         tunnel = "vxlan" if k.proto == 17 else "nvgre"
         vni = f" vni {k.vni}" if k.vni != NO_VNI else ""
-        text = f"{tunnel}{vni} {src} > {dst} [{describe_key(k.inner)}]"
+        text = f"{tunnel}{vni} {src} > {dst} [{describe_key(k.inner, macs=macs)}]"
     return text
 
 

@@ -16,6 +16,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hostsdn.errors import DaemonError, HostsdnError
 from hostsdn.policy import model as pm
@@ -23,7 +24,7 @@ from hostsdn.runtime import rundir
 from hostsdn.runtime.netns import UPLINK_NS, Topology, TopologyPlan, check_tools, plan_from_json
 from hostsdn.runtime.serving import Service, UpOptions, serve
 
-__all__ = ["STOP_TIMEOUT", "start_daemon", "stop_daemon"]
+__all__ = ["STOP_TIMEOUT", "options_from_state", "restart_daemon", "start_daemon", "stop_daemon"]
 
 STOP_TIMEOUT = 10.0
 
@@ -158,6 +159,10 @@ def stop_daemon(policy: pm.Policy | None, policy_path: str | os.PathLike[str], *
         done.append(f"{pidfile} holds no pid: ignored")
     for topo in topologies:
         done.extend(topo.destroy())
+    from hostsdn.runtime import persist, restart
+
+    done.extend(restart.remove_pins(policy_path))
+    persist.discard(policy_path)
     removed = [p.name for p in files if p.exists()]
     rundir.remove_state(policy_path)
     if removed:
@@ -178,6 +183,42 @@ def _stop_process(pid: int, timeout: float) -> str:
         raise DaemonError(f"cannot signal pid {pid}: {exc.strerror}") from None
     wait_gone(pid, 2.0)
     return f"killed pid {pid} (SIGKILL after {timeout:.0f}s)"
+
+
+def restart_daemon(policy: pm.Policy, policy_path: str | os.PathLike[str], *,
+                   timeout: float = STOP_TIMEOUT, services: Sequence[Service] = ()
+                   ) -> tuple[int, int, float]:
+    """``hostsdn restart``: ask the running ``up`` to stop for a restart (SIGUSR2: it
+    saves its connections and leaves the namespaces and the NIC as they are), then start
+    a new daemon with the options recorded in its state; it takes everything over.
+    Returns (old pid, new pid, seconds with no slow path)."""
+    if os.geteuid() != 0:
+        raise DaemonError("hostsdn restart needs root")
+    old = rundir.running_pid(policy_path)
+    state = rundir.read_state(policy_path)
+    opts = options_from_state(state)
+    os.kill(old, signal.SIGUSR2)
+    t0 = time.monotonic()
+    if not wait_gone(old, timeout):
+        raise DaemonError(f"pid {old} did not stop within {timeout:.0f} s for the restart; it "
+                          f"still runs (see {rundir.log_path(policy_path)})")
+    new = start_daemon(policy, policy_path, opts, services=services)
+    return old, new, time.monotonic() - t0
+
+
+def options_from_state(state: dict[str, Any]) -> UpOptions:
+    """The ``up`` options recorded in a state file (for ``restart``)."""
+    from hostsdn.nic.datapath import DatapathOptions
+
+    o = state.get("options", {})
+    return UpOptions(datapath=DatapathOptions(nic=state.get("nic", "simnic"),
+                                              cache_size=int(o.get("cache_size", 4096)),
+                                              offload_after=int(o.get("offload_after", 1))),
+                     uplink_ns=state.get("uplink_ns", UPLINK_NS),
+                     remote_ips=tuple(state.get("remote_ips", ())),
+                     status_interval=float(o.get("status_interval", 5.0)),
+                     log_format=str(o.get("log_format", "text")),
+                     fail_closed=bool(o.get("fail_closed", False)))
 
 
 def wait_gone(pid: int, timeout: float) -> bool:

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from hostsdn.errors import DaemonError, PolicyError
 from hostsdn.nic.datapath import Datapath, DatapathOptions
 from hostsdn.policy import model as pm
-from hostsdn.runtime import rundir
+from hostsdn.runtime import restart, rundir
 from hostsdn.runtime.afpacket import PacketPort
 from hostsdn.runtime.control import ControlChannel
 from hostsdn.runtime.logs import log_event, setup_logging, teardown_logging, up_logger
@@ -47,6 +47,8 @@ class UpOptions:
     status_interval: float = 5.0
     log_format: str = "text"
     """``text`` or ``json`` (see ``runtime/logs.py``)."""
+    fail_closed: bool = False
+    """After a crash, flush the NIC's entries instead of adopting them (runtime/restart.py)."""
 
 
 @dataclass(slots=True)
@@ -88,9 +90,15 @@ def make_datapath(policy: pm.Policy, topology: Topology, options: DatapathOption
 
 def _state(policy_path: str | os.PathLike[str], opts: UpOptions, plan: TopologyPlan,
            extra: dict[str, Any]) -> dict[str, Any]:
+    d = opts.datapath
     return {"pid": os.getpid(), "policy": str(Path(policy_path).resolve()),
             "nic": opts.datapath.nic, "uplink_ns": opts.uplink_ns,
-            "remote_ips": list(opts.remote_ips), "plan": plan_to_json(plan), **extra}
+            "remote_ips": list(opts.remote_ips), "plan": plan_to_json(plan),
+            "options": {"cache_size": opts.datapath.cache_size,
+                        "offload_after": opts.datapath.offload_after,
+                        "status_interval": opts.status_interval,
+                        "log_format": opts.log_format, "fail_closed": opts.fail_closed},
+            **extra}
 
 
 def _policy_text(path: Path) -> str:
@@ -123,6 +131,7 @@ def serve(policy: pm.Policy, policy_path: str | os.PathLike[str], opts: UpOption
     owner = os.getpid()
     early_signals = 0
     early_reload = False
+    restart_requested = False
     policy_file = Path(policy_path).resolve()     # re-read on SIGHUP, whatever the cwd
 
     def on_hangup(signum: int, _frame: object) -> None:
@@ -133,6 +142,13 @@ def serve(policy: pm.Policy, policy_path: str | os.PathLike[str], opts: UpOption
             slow.request_reload()
         else:
             early_reload = True     # still setting up: reload once the loop runs
+
+    def on_restart(signum: int, _frame: object) -> None:
+        nonlocal restart_requested
+        if os.getpid() != owner:
+            return
+        restart_requested = True
+        on_signal(signum, _frame)
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal early_signals
@@ -153,11 +169,25 @@ def serve(policy: pm.Policy, policy_path: str | os.PathLike[str], opts: UpOption
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     old_handlers[sig] = signal.signal(sig, on_signal)
                 old_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
+                old_handlers[signal.SIGUSR2] = signal.signal(signal.SIGUSR2, on_restart)
+            adoption = restart.plan_adoption(policy_path, topo, nic=opts.datapath.nic,
+                                             fail_closed=opts.fail_closed)
+            for note in adoption.notes:
+                log_event(log, logging.INFO, "restart", f"hostsdn up: {note}")
             rundir.write_state(policy_path, _state(policy_path, opts, topo.plan, {}))
-            topo.create()
+            if not adoption.topology:
+                topo.create()
             for port in topo.ports:
                 ports[port] = PacketPort(topo.host_ifname(port))
-            dp = make_datapath(policy, topo, opts.datapath)
+            dp_options = opts.datapath
+            if dp_options.nic == "xdp" and not adoption.nic:
+                restart.remove_pins(policy_path)      # nothing of an earlier run is adopted
+            if dp_options.nic == "xdp":
+                dp_options = replace(dp_options, backend_args={
+                    "pin_dir": str(restart.pin_dir(policy_path)), **dp_options.backend_args})
+            dp = make_datapath(policy, topo, dp_options)
+            if adoption.topology:
+                restart.take_over(dp, adoption, time.monotonic(), log)
             reloader = Reloader(dp, topo.plan, policy_file, rundir.reload_path(policy_path),
                                 uplink_ns=opts.uplink_ns, remote_ips=opts.remote_ips,
                                 display_path=str(policy_path), logger=log,
@@ -193,16 +223,29 @@ def serve(policy: pm.Policy, policy_path: str | os.PathLike[str], opts: UpOption
             running.close()                 # the services stop before the datapath goes
             for sig, handler_ in old_handlers.items():
                 signal.signal(sig, handler_)
+            servicing = restart_requested and dp is not None
             try:
-                if dp is not None and dp.backend is not None:
+                if servicing:
+                    assert dp is not None
+                    restart.mark_restarting(policy_path)
+                    restart.leave_for_restart(dp, policy_path, time.monotonic(), log)
+                elif dp is not None and dp.backend is not None:
                     dp.backend.close()          # xdp: detaches its programs
             finally:
                 for sock in ports.values():
                     sock.close()
                 if slow is not None:
                     slow.close()
-                topo.destroy()
-                rundir.remove_state(policy_path, os.getpid())
-                log_event(log, logging.INFO, "stopped", "hostsdn up: stopped",
+                if servicing:
+                    for path in (rundir.pidfile_path(policy_path),
+                                 rundir.socket_path(policy_path)):
+                        rundir.unlink(path)
+                else:
+                    topo.destroy()
+                    if opts.datapath.nic == "xdp":
+                        restart.remove_pins(policy_path)
+                    rundir.remove_state(policy_path, os.getpid())
+                log_event(log, logging.INFO, "stopped",
+                          "hostsdn up: stopped" + (" for a restart" if servicing else ""),
                           pid=os.getpid())
                 teardown_logging(handler)
