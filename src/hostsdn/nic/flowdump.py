@@ -134,7 +134,7 @@ def stats(dp: Datapath, *, setup_latency: dict[str, float | None] | None = None
     offload ratio (frames handled by the NIC), exceptions by path, evictions, refusals,
     NIC idle removals, malformed frames and, when the driver measured it, the slow-path
     setup latency percentiles (seconds).  NIC counts as last pulled."""
-    s = dp.summary()
+    s = dp.summary().to_json()
     mgr = dp.manager
     ports: dict[str, Any] = {}
     for name, ps in dp.switch.ports.items():

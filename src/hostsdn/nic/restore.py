@@ -24,11 +24,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from hostsdn.direction import Direction
 from hostsdn.flows.conntrack import TcpState
 from hostsdn.flows.overlay import Shadow
-from hostsdn.flows.table import ConnEntry, Direction, Flow
+from hostsdn.flows.table import ConnEntry, Flow
 from hostsdn.nic.datapath import Datapath
-from hostsdn.offload.backend import NicDirection
 from hostsdn.packet.key import FlowKey
 from hostsdn.switch import UPLINK, PortState
 
@@ -48,7 +48,7 @@ class ConnRecord:
 class NicKey:
     """An entry the NIC holds: where, which key, whether it drops."""
 
-    direction: NicDirection
+    direction: Direction
     port: str
     """The VM port of an outgoing entry (incoming entries are keyed by key alone)."""
     key: FlowKey
@@ -104,7 +104,7 @@ def restore(dp: Datapath, saved: Iterable[ConnRecord], nic: Sequence[NicKey],
         report.from_saved += 1
     # outgoing entries first: a VM's connections are mostly its own, and their reverse
     # flows then claim the incoming entries of the replies
-    pending = sorted(nic, key=lambda e: e.direction is not NicDirection.OUT)
+    pending = sorted(nic, key=lambda e: e.direction is not Direction.OUT)
     while pending:
         rest = []
         for e in pending:
@@ -131,7 +131,7 @@ def restore(dp: Datapath, saved: Iterable[ConnRecord], nic: Sequence[NicKey],
 
 
 def _where(dp: Datapath, e: NicKey) -> tuple[PortState | None, Direction]:
-    if e.direction is NicDirection.OUT:
+    if e.direction is Direction.OUT:
         return dp.switch.ports.get(e.port), Direction.OUT
     return dp.switch.steer(e.key), Direction.IN
 

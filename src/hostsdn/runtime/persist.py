@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hostsdn.direction import Direction
 from hostsdn.flows.conntrack import TcpState
-from hostsdn.flows.table import Direction
 from hostsdn.nic.restore import ConnRecord
 from hostsdn.packet.key import FlowKey
 from hostsdn.runtime import rundir

@@ -255,7 +255,7 @@ class XdpNic:
             port = UPLINK if fe.port_id is None else self._port_names.get(fe.port_id, "")
             if (fe.direction, fe.port_id, fe.key) in mine:
                 continue
-            out.append(FoundEntry(NicDirection(fe.direction.value), port, fe.key,
+            out.append(FoundEntry(fe.direction, port, fe.key,
                                   fe.action.drop, encode_action(
                                       fe.action.transposition, drop=fe.action.drop,
                                       dest_port_id=fe.action.dest_port_id,
@@ -265,7 +265,8 @@ class XdpNic:
     def encoded(self, handle: int) -> bytes | None:
         """The action bytes this process installed for ``handle`` (None: not installed)."""
         e = self.table.entries.get(handle)
-        return self._encode(e) if e is not None else None
+        encoded = self._encode(handle, e) if e is not None else None
+        return encoded if isinstance(encoded, bytes) else None
 
     def remove_unclaimed(self) -> int:
         """Delete the entries of an earlier run that no host flow took over (their
@@ -406,7 +407,7 @@ class XdpNic:
 class FoundEntry:
     """An entry an earlier run left in the maps (``XdpNic.found_entries``)."""
 
-    direction: NicDirection
+    direction: Direction
     port: str
     """The VM port of an outgoing entry; ``uplink`` for an incoming one (keyed by key)."""
     key: FlowKey
