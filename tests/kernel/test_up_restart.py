@@ -43,10 +43,19 @@ def _pid(s: Setup) -> int:
 
 @pytest.fixture
 def up(xdp_ready: None, tmp_path: Path) -> Iterator[Setup]:
+    yield from _running(tmp_path)
+
+
+@pytest.fixture
+def up_fail_closed(xdp_ready: None, tmp_path: Path) -> Iterator[Setup]:
+    yield from _running(tmp_path, "--fail-closed")
+
+
+def _running(tmp_path: Path, *extra: str) -> Iterator[Setup]:
     if shutil.which("iperf3") is None:
         pytest.fail("iperf3 is not installed (.ci/run installs it)")
     s = make_setup(tmp_path)
-    done = _up(s)
+    done = _up(s, *extra)
     try:
         assert done.returncode == 0, done.stdout + done.stderr + _log(s)
         yield s
@@ -187,6 +196,40 @@ def test_stale_files_are_explained_and_down_cleans_up(up: Setup) -> None:
     down = run(s, "down", str(s.policy))
     assert down.returncode == 0 and "pinned maps" in down.stdout, down.stdout + down.stderr
     assert not (run_dir / f"{s.policy.stem}.pid").exists() and not pins.exists()
+
+
+def test_fail_closed_keeps_connections_across_restart_and_stops_forwarding_on_a_crash(
+        up_fail_closed: Setup) -> None:
+    """--fail-closed: the program hangs on BPF links that die with the process.  A restart
+    pins them and the new process takes them over (the connection survives); after
+    kill -9 the program is off the interfaces at once (nothing forwards), and the next
+    'up' starts from an empty NIC."""
+    from hostsdn.nic.xdp import libbpf
+    from hostsdn.runtime.netns import Topology
+    from hostsdn.runtime.policyfile import load_policy
+
+    s = up_fail_closed
+    topo = Topology(load_policy(s.policy), uplink_ns=s.ns_up)
+    idle = Idle(s)
+    try:
+        idle.ping()
+        done = run(s, "restart", str(s.policy))
+        assert done.returncode == 0, done.stdout + done.stderr + _log(s)
+        idle.ping()                               # pinned links carried the program over
+        assert all(libbpf.xdp_query_id(topo.host_ifindex(p)) for p in topo.ports)
+        _kill_9(_pid(s))
+        assert not any(libbpf.xdp_query_id(topo.host_ifindex(p)) for p in topo.ports)
+        idle.client.settimeout(1.0)
+        idle.client.sendall(b"lost")
+        with pytest.raises(TimeoutError):
+            idle.peer.settimeout(1.0)
+            idle.peer.recv(100)                   # nothing forwards: fail-closed
+        done = _up(s, "--fail-closed")
+        assert done.returncode == 0, done.stdout + done.stderr + _log(s)
+        assert "--fail-closed: the NIC's entries of the crashed run are flushed" in _log(s)
+        _new_connection_works(s)
+    finally:
+        idle.close()
 
 
 def _kill_9(pid: int) -> None:

@@ -13,12 +13,14 @@ What survives a stopped or dead slow path, and how the next process takes it ove
 * the host's connections: saved on a restart (``runtime/persist.py``), rebuilt from what
   the NIC holds after a crash (``nic/restore.py``).
 
-Fail-open: a dead slow path leaves the XDP program forwarding every flow it holds
-(established, offloaded connections go on) while new connections and everything the NIC
-hands to the host go unanswered until an ``up`` adopts the switch.  ``--fail-closed``
-asks the opposite: ``up`` detaches the program when it stops for any reason but a
-restart, and the next ``up`` after a crash flushes what the NIC holds instead of
-adopting it (a crash itself cannot run code: until then the program forwards).
+Fail-open (the default): a dead slow path leaves the XDP program forwarding every flow
+it holds (established, offloaded connections go on) while new connections and everything
+the NIC hands to the host go unanswered until an ``up`` adopts the switch.
+``--fail-closed``: the program is attached through BPF links that belong to the process,
+so when it dies (even by SIGKILL) the kernel takes the program off the interfaces and
+nothing is forwarded; the next ``up`` starts from an empty NIC.  A restart pins the links
+so that the new process takes them over (atomic program replace): planned servicing
+keeps the connections either way.
 """
 
 from __future__ import annotations

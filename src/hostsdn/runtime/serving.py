@@ -184,7 +184,8 @@ def serve(policy: pm.Policy, policy_path: str | os.PathLike[str], opts: UpOption
                 restart.remove_pins(policy_path)      # nothing of an earlier run is adopted
             if dp_options.nic == "xdp":
                 dp_options = replace(dp_options, backend_args={
-                    "pin_dir": str(restart.pin_dir(policy_path)), **dp_options.backend_args})
+                    "pin_dir": str(restart.pin_dir(policy_path)),
+                    "fail_closed": opts.fail_closed, **dp_options.backend_args})
             dp = make_datapath(policy, topo, dp_options)
             if adoption.topology:
                 restart.take_over(dp, adoption, time.monotonic(), log)

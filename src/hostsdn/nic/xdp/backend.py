@@ -28,6 +28,7 @@ import weakref
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hostsdn.direction import Direction
@@ -92,7 +93,7 @@ class XdpNic:
                  features: Iterable[Feature] | None = None, exception_path: str = "pf",
                  ifindexes: dict[str, int] | None = None, attach: bool = False,
                  xdp_mode: str = "native", obj_path: str | None = None,
-                 pin_dir: str | None = None) -> None:
+                 pin_dir: str | None = None, fail_closed: bool = False) -> None:
         if out_capacity < 0 or in_capacity < 0:
             raise ValueError("cache capacity must be >= 0")
         feats = frozenset(features) if features is not None else ALL_FEATURES
@@ -107,6 +108,7 @@ class XdpNic:
         self._port_names = {v: k for k, v in self._port_ids.items()}
         self._created_links: list[str] = []
         self._attached: list[int] = []
+        self._pin_dir = Path(pin_dir) if pin_dir is not None else None
         self._dp = XdpDatapath()
         try:
             size = max(out_capacity, in_capacity, 1)
@@ -119,7 +121,12 @@ class XdpNic:
                     raise NicError(f"no interface given for port {name!r}")
                 self._dp.set_port(pid, ifindexes[name], macs[name],
                                   PortKind.UPLINK if name == UPLINK else PortKind.VM)
-            if attach:
+            if attach and fail_closed:
+                # a BPF link per interface: the program goes when this process goes
+                for ifindex in ifindexes.values():
+                    pinned = self._pin_dir / f"link-{ifindex}" if self._pin_dir else None
+                    self._dp.attach_link(ifindex, pinned)
+            elif attach:
                 for ifindex in ifindexes.values():
                     self._dp.attach(ifindex, xdp_mode)
                     self._attached.append(ifindex)
@@ -282,6 +289,8 @@ class XdpNic:
         """Leave the program attached and the maps pinned (with their entries) for the next
         run to adopt; close this process's handles (``hostsdn restart``)."""
         self._attached.clear()
+        if self._pin_dir is not None:
+            self._dp.pin_links(self._pin_dir)       # fail-closed: keep them for the restart
         self._dp.release()
         _delete_links(self._created_links)
 

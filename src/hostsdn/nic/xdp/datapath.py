@@ -161,6 +161,8 @@ class XdpDatapath:
         self.obj_path: Path | None = None
         self.adopted = False
         """``open`` reused maps pinned by an earlier run (with their entries)."""
+        self._prog: libbpf.BpfProgram | None = None
+        self._links: dict[int, libbpf.XdpLink] = {}
 
     # ------------------------------------------------------------- lifecycle
 
@@ -197,6 +199,7 @@ class XdpDatapath:
             for fd in reused:
                 os.close(fd)                    # libbpf holds its own duplicate
             prog = obj.find_program(PROGRAM_NAME)
+            self._prog = prog
             self._prog_fd = prog.fd
             self._fds = {name: m.fd for name, m in maps.items()}
             self._max_entries = {name: m.max_entries for name, m in maps.items()}
@@ -236,7 +239,11 @@ class XdpDatapath:
 
     def release(self) -> None:
         """Close this process's handles but leave the program attached where it is and
-        the maps pinned: established flows keep being forwarded (``hostsdn restart``)."""
+        the maps pinned: established flows keep being forwarded (``hostsdn restart``).
+        Link attachments stay only if pinned (``pin_links``)."""
+        for link in self._links.values():
+            link.close()
+        self._links.clear()
         if self._obj is not None:
             self._obj.close()
         self._obj = None
@@ -248,6 +255,9 @@ class XdpDatapath:
     def close(self) -> None:
         """Detach from every interface this datapath attached to, then unload."""
         errors = []
+        for link in self._links.values():
+            link.detach()
+        self._links.clear()
         for ifindex in list(self._attached):
             try:
                 self.detach(ifindex)
@@ -570,6 +580,27 @@ class XdpDatapath:
             raise NicError(f"not attached to ifindex {ifindex} (give the mode)")
         libbpf.xdp_detach(ifindex, flags)
         self._attached.pop(ifindex, None)
+
+    def attach_link(self, ifindex: int, pinned: Path | None = None) -> None:
+        """Attach through a BPF link that dies with this process (fail-closed).  A link
+        ``pinned`` by an earlier run is taken over (its program replaced atomically, the
+        pin removed); a program attached the other way is detached first."""
+        if self._prog is None:
+            raise NicError("XdpDatapath is not open")
+        if pinned is not None and pinned.exists():
+            link = libbpf.XdpLink.open_pinned(pinned, ifindex)
+            link.update_program(self._prog)
+            link.unpin()
+        else:
+            if libbpf.xdp_query_id(ifindex) and ifindex not in self._links:
+                libbpf.xdp_detach(ifindex, 0)
+            link = self._prog.attach_xdp_link(ifindex)
+        self._links[ifindex] = link
+
+    def pin_links(self, directory: Path) -> None:
+        """Pin the link attachments (they then outlive this process: a restart)."""
+        for ifindex, link in self._links.items():
+            link.pin(directory / f"link-{ifindex}")
 
     def attached_prog_id(self, ifindex: int, mode: str | None = None) -> int:
         """Id of the XDP program attached to an interface (0: none)."""

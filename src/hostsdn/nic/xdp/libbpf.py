@@ -169,6 +169,13 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_xdp_query_id": (_int, [_int, _int, ctypes.POINTER(_u32)]),
     "bpf_obj_pin": (_int, [_int, ctypes.c_char_p]),
     "bpf_obj_get": (_int, [ctypes.c_char_p]),
+    "bpf_program__attach_xdp": (_vp, [_vp, _int]),
+    "bpf_link__open": (_vp, [ctypes.c_char_p]),
+    "bpf_link__pin": (_int, [_vp, ctypes.c_char_p]),
+    "bpf_link__unpin": (_int, [_vp]),
+    "bpf_link__update_program": (_int, [_vp, _vp]),
+    "bpf_link__detach": (_int, [_vp]),
+    "bpf_link__destroy": (_int, [_vp]),
     "bpf_map__reuse_fd": (_int, [_vp, _int]),
     "bpf_prog_test_run_opts": (_int, [_int, ctypes.POINTER(_TestRunOpts)]),
     "libbpf_num_possible_cpus": (_int, []),
@@ -287,6 +294,51 @@ def num_possible_cpus() -> int:
 
 # ----------------------------------------------------------------- objects
 
+class XdpLink:
+    """An XDP attachment held by a BPF link (``bpf_program__attach_xdp``): it lasts as
+    long as a file descriptor or a pin refers to it, so a process that dies (even by
+    SIGKILL) takes its program off the interface with it - unless the link is pinned."""
+
+    def __init__(self, ptr: int, ifindex: int) -> None:
+        self._ptr: int | None = ptr
+        self.ifindex = ifindex
+
+    @classmethod
+    def open_pinned(cls, path: str | os.PathLike[str], ifindex: int) -> XdpLink:
+        p = os.fspath(path)
+        return cls(_check_ptr(_library().bpf_link__open(p.encode()), f"bpf_link__open({p})"),
+                   ifindex)
+
+    def _live(self) -> int:
+        if self._ptr is None:
+            raise NicError(f"XDP link of ifindex {self.ifindex} is closed")
+        return self._ptr
+
+    def pin(self, path: str | os.PathLike[str]) -> None:
+        p = os.fspath(path)
+        _check(_library().bpf_link__pin(self._live(), p.encode()), f"bpf_link__pin({p})")
+
+    def unpin(self) -> None:
+        _check(_library().bpf_link__unpin(self._live()), "bpf_link__unpin")
+
+    def update_program(self, prog: BpfProgram) -> None:
+        """Atomically run another program on this attachment."""
+        _check(_library().bpf_link__update_program(self._live(), prog.ptr),
+               f"bpf_link__update_program(ifindex {self.ifindex})")
+
+    def detach(self) -> None:
+        """Take the program off the interface now (even if pinned), then close."""
+        if self._ptr is not None:
+            _library().bpf_link__detach(self._ptr)
+            self.close()
+
+    def close(self) -> None:
+        """Close our handle (a pinned link stays attached)."""
+        if self._ptr is not None:
+            _library().bpf_link__destroy(self._ptr)
+            self._ptr = None
+
+
 class BpfProgram:
     """A program of a loaded object (owned by the object: no close)."""
 
@@ -299,6 +351,15 @@ class BpfProgram:
     def fd(self) -> int:
         """Program fd (valid after load, until the object is closed)."""
         return _check(_library().bpf_program__fd(self._ptr), f"bpf_program__fd({self.name})")
+
+    @property
+    def ptr(self) -> int:
+        return self._ptr
+
+    def attach_xdp_link(self, ifindex: int) -> XdpLink:
+        """Attach to an interface through a BPF link (see ``XdpLink``)."""
+        return XdpLink(_check_ptr(_library().bpf_program__attach_xdp(self._ptr, ifindex),
+                                  f"bpf_program__attach_xdp(ifindex {ifindex})"), ifindex)
 
 
 class BpfMap:
