@@ -107,4 +107,4 @@ def test_table_output_and_dump_flows_and_verdicts(tmp_path):
 
 def test_flows_without_pcap_and_no_running_up_says_so():
     r = CliRunner().invoke(main, ["flows", POLICY])
-    assert r.exit_code == 2 and "no running" in r.output
+    assert r.exit_code == 2 and "no API socket" in r.output

@@ -271,6 +271,19 @@ def create_app(board: Board) -> FastAPI:
             return s
         return await board.run(job)
 
+    @app.get("/v1/stats", response_model=m.Stats, tags=["status"])
+    async def stats() -> dict[str, Any]:
+        """What `hostsdn stats` shows: per port host vs NIC packets/bytes, drops by reason,
+        flows, offload ratio, evictions, exceptions, slow-path setup latency percentiles."""
+        from hostsdn.nic.flowdump import stats as dp_stats
+
+        def job() -> dict[str, Any]:
+            views.sync_nic_counters(board.dp)
+            latency = board.slow.setup_latency.percentiles() if board.slow is not None \
+                else None
+            return dp_stats(board.dp, setup_latency=latency)
+        return await board.run(job)
+
     @app.get("/v1/ports", response_model=list[m.PortInfo], tags=["status"])
     async def ports() -> list[dict[str, Any]]:
         """Each port: its layers, generation, and per direction flows and traffic (host

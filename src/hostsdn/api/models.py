@@ -52,6 +52,22 @@ class SetupLatency(BaseModel):
     p99: float | None
 
 
+class Stats(BaseModel):
+    """What `hostsdn stats` shows (``nic/flowdump.stats``)."""
+
+    model_config = ConfigDict(extra="allow")
+    ports: dict[str, dict[str, Any]] = Field(description=(
+        "Per port: out / in packets and bytes on the host and in the NIC, the NIC's share, "
+        "flows, offloaded entries, drops by reason."))
+    packets: int
+    offload_ratio: float = Field(description="Frames handled by the NIC / all frames.")
+    drop_reasons: dict[str, int]
+    evictions: int
+    exceptions: int
+    setup_latency: dict[str, float | int | None] | None = Field(description=(
+        "Slow-path setup latency: p50, p90, p99 (seconds, bucket upper bounds), mean, count."))
+
+
 class Summary(BaseModel):
     """The status line's counters and more (the ``replay --json`` summary's keys)."""
 

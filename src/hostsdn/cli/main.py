@@ -597,47 +597,33 @@ def down(policy: str, uplink_ns: str | None, timeout: float) -> None:
                                    "connections for --frame-fields).")
 @click.option("--time", "at", type=float, default=None, metavar="T",
               help="Trace at time T (default: the packet's own time, or the last replayed).")
+@click.option("--live", is_flag=True,
+              help="Trace through the running 'hostsdn up' of POLICY (its API): the packet "
+                   "meets the switch as it is now (--pcap only picks the frame).")
 @click.option("--full-hex", is_flag=True, help="Show output frames in full.")
 @click.option("--json", "as_json", is_flag=True, help="Print the trace as one JSON object.")
 @nic_options
 def trace(policy: str, fields: str | None, pcap: str | None, frame_index: int | None,
-          fresh: bool, after_pcap: str | None, at: float | None, full_hex: bool,
+          fresh: bool, after_pcap: str | None, at: float | None, live: bool, full_hex: bool,
           as_json: bool, **kw: Any) -> None:
     """Trace one packet through POLICY without changing anything: what the NIC does
     (hit, or miss and why), what the host does (the rule deciding each layer with its
     file:line, the composed actions, the connection, the offload decision), the flows
     and NIC entries it creates, and the frames that come out."""
-    from hostsdn.nic.datapath import Datapath
-    from hostsdn.runtime import framespec
     from hostsdn.runtime.policyfile import load_policy
-    from hostsdn.runtime.replay import classify_port, replay_into
 
     if (fields is None) == (pcap is None):
         raise click.UsageError("give the packet with --frame-fields, or --pcap and --frame")
     if pcap is not None and frame_index is None:
         raise click.UsageError("--pcap needs --frame N")
+    if live and (after_pcap is not None or at is not None):
+        raise click.UsageError("--live traces the running switch as it is: no --after, --time")
     try:
         pol = load_policy(policy)
-        with Datapath(pol, _dp_options(kw)) as dp:
-            last = 0.0
-            if after_pcap is not None:
-                _, last = replay_into(dp, after_pcap)
-            if pcap is not None:
-                assert frame_index is not None
-                if fresh:
-                    tf, _ = replay_into(_Skip(), pcap, stop_at=frame_index,  # type: ignore[arg-type]
-                                        by_mac={})
-                else:
-                    tf, last = replay_into(dp, pcap, stop_at=frame_index)
-                if tf is None:
-                    raise framespec.FrameSpecError(f"{pcap} has no frame {frame_index}")
-                frame, now = tf.data, tf.time
-                in_port = classify_port(frame, {p.mac: p.name for p in pol.ports})
-            else:
-                assert fields is not None
-                frame, in_port = framespec.build_frame(pol, framespec.parse_fields(fields))
-                now = last
-            result = dp.trace(frame, in_port, at if at is not None else now).as_json()
+        if live:
+            result = _live_trace(pol, policy, fields, pcap, frame_index)
+        else:
+            result = _policy_trace(pol, kw, fields, pcap, frame_index, fresh, after_pcap, at)
     except HostsdnError as exc:
         _fail(str(exc))
         return
@@ -647,6 +633,63 @@ def trace(policy: str, fields: str | None, pcap: str | None, frame_index: int | 
     from hostsdn.cli.render import print_trace
 
     print_trace(result, full_hex=full_hex)
+
+
+def _pick_frame(pol: Any, fields: str | None, pcap: str | None,
+                frame_index: int | None) -> tuple[bytes, str]:
+    """The packet to trace (from fields, or frame N of a capture) and its entry port."""
+    from hostsdn.runtime import framespec
+    from hostsdn.runtime.replay import classify_port, replay_into
+
+    if fields is not None:
+        return framespec.build_frame(pol, framespec.parse_fields(fields))
+    assert pcap is not None and frame_index is not None
+    tf, _ = replay_into(_Skip(), pcap, stop_at=frame_index, by_mac={})  # type: ignore[arg-type]
+    if tf is None:
+        raise framespec.FrameSpecError(f"{pcap} has no frame {frame_index}")
+    return tf.data, classify_port(tf.data, {p.mac: p.name for p in pol.ports})
+
+
+def _live_trace(pol: Any, policy: str, fields: str | None, pcap: str | None,
+                frame_index: int | None) -> dict[str, Any]:
+    from hostsdn.api.client import ApiClient
+
+    frame, in_port = _pick_frame(pol, fields, pcap, frame_index)
+    with ApiClient.for_policy(policy) as client:
+        result: dict[str, Any] = client.request("POST", "/v1/trace",
+                                                json={"port": in_port, "frame": frame.hex()})
+    return result
+
+
+def _policy_trace(pol: Any, kw: dict[str, Any], fields: str | None, pcap: str | None,
+                  frame_index: int | None, fresh: bool, after_pcap: str | None,
+                  at: float | None) -> dict[str, Any]:
+    from hostsdn.nic.datapath import Datapath
+    from hostsdn.runtime import framespec
+    from hostsdn.runtime.replay import classify_port, replay_into
+
+    with Datapath(pol, _dp_options(kw)) as dp:
+        last = 0.0
+        if after_pcap is not None:
+            _, last = replay_into(dp, after_pcap)
+        if pcap is not None:
+            assert frame_index is not None
+            if fresh:
+                tf, _ = replay_into(_Skip(), pcap, stop_at=frame_index,  # type: ignore[arg-type]
+                                    by_mac={})
+            else:
+                tf, last = replay_into(dp, pcap, stop_at=frame_index)
+            if tf is None:
+                raise framespec.FrameSpecError(f"{pcap} has no frame {frame_index}")
+            frame, now = tf.data, tf.time
+            in_port = classify_port(frame, {p.mac: p.name for p in pol.ports})
+        else:
+            assert fields is not None
+            frame, in_port = framespec.build_frame(pol, framespec.parse_fields(fields))
+            now = last
+        result: dict[str, Any] = dp.trace(frame, in_port,
+                                          at if at is not None else now).as_json()
+    return result
 
 
 class _Skip:
@@ -752,8 +795,21 @@ def flows(policy: str, pcap: str | None, port: str | None, direction: str | None
 
 
 def _running_flows(policy: str, flt: Any) -> tuple[list[dict[str, Any]], str]:
-    raise HostsdnUsageError(f"no running 'hostsdn up' API for {policy} (give --pcap TRACE to "
-                            "list the flows a capture leaves)")
+    """Every flow of the running ``up`` that matches, page by page through its API."""
+    from hostsdn.api.client import ApiClient
+
+    params = {"port": flt.port, "direction": flt.direction.value if flt.direction else None,
+              "state": flt.state, "proto": flt.proto, "ip": flt.ip, "l4_port": flt.l4_port,
+              "limit": 1000}
+    rows: list[dict[str, Any]] = []
+    with ApiClient.for_policy(policy) as client:
+        after = None
+        while True:
+            page = client.get("/v1/flows", after=after, **params)
+            rows.extend(page["flows"])
+            after = page["next"]
+            if after is None:
+                return rows, f"hostsdn flows: {Path(policy).name} (running)"
 
 
 @main.command()
@@ -810,17 +866,14 @@ def _replay_stats(pol: Any, pcap: str, options: Any) -> dict[str, Any]:
                 hist.observe(time.perf_counter() - t0)
             last = tf.time
         dp.finish(last)
-        return dp_stats(dp, setup_latency=_latency(hist))
-
-
-def _latency(hist: Any) -> dict[str, float | None]:
-    return {"p50": hist.quantile(0.5), "p90": hist.quantile(0.9), "p99": hist.quantile(0.99),
-            "count": hist.count, "mean": (hist.total / hist.count) if hist.count else None}
+        return dp_stats(dp, setup_latency=hist.percentiles())
 
 
 def _running_stats(policy: str) -> tuple[dict[str, Any], str]:
-    raise HostsdnUsageError(f"no running 'hostsdn up' API for {policy} (give --pcap TRACE for "
-                            "the statistics of a capture)")
+    from hostsdn.api.client import ApiClient
+
+    with ApiClient.for_policy(policy) as client:
+        return client.get("/v1/stats"), f"hostsdn stats: {Path(policy).name} (running)"
 
 
 if __name__ == "__main__":  # pragma: no cover

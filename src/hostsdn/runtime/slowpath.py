@@ -83,6 +83,15 @@ class LatencyHistogram:
                 return bound
         return math.inf
 
+    def percentiles(self) -> dict[str, float | int | None]:
+        """p50/p90/p99 (bucket upper bounds; None when empty or past the last bucket),
+        the mean and the count: what ``hostsdn stats`` shows."""
+        def bound(q: float) -> float | None:
+            v = self.quantile(q)
+            return None if v is None or math.isinf(v) else v
+        return {"p50": bound(0.5), "p90": bound(0.9), "p99": bound(0.99), "count": self.count,
+                "mean": (self.total / self.count) if self.count else None}
+
 
 def receive_exception(dp: Datapath, frame: bytes, in_port: str, now: float) -> DpResult:
     """A frame the NIC already missed (XDP_PASS): the host switch only, then the flow ops."""
