@@ -189,7 +189,7 @@ def test_stale_files_are_explained_and_down_cleans_up(up: Setup) -> None:
     _kill_9(old)
     run_dir = Path(s.env["HOSTSDN_RUN_DIR"])
     assert (run_dir / f"{s.policy.stem}.pid").exists()            # stale, as a crash leaves
-    pins = run_dir / "bpffs" / f"hostsdn-{s.policy.stem}"
+    pins = _pins(s)
     assert (pins / "out_flows").exists()
     status = run(s, "restart", str(s.policy))
     assert status.returncode == 2 and "not up" in status.stderr, status.stderr
@@ -233,14 +233,27 @@ def test_fail_closed_keeps_connections_across_restart_and_stops_forwarding_on_a_
 
 
 def _kill_9(pid: int) -> None:
-    """SIGKILL the daemon and wait until it has exited: gone, or a zombie (its files,
-    sockets and BPF links are released by then; an empty cmdline comes earlier)."""
+    """SIGKILL the daemon and wait until it has exited: reaped, or a zombie with no
+    thread left but its leader (only then are its files, sockets and BPF links released:
+    a thread-group leader turns zombie while its other threads, e.g. the API server's,
+    are still exiting; an empty cmdline comes earlier still)."""
     os.kill(pid, signal.SIGKILL)
     while True:
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
+            status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             return
-        if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields.get("State", "").strip()[:1] in ("Z", "X") \
+                and fields.get("Threads", "").strip() == "1":
             return
         time.sleep(0.05)
+
+
+def _pins(s: Setup) -> Path:
+    """Where the daemon pinned its maps (runtime/restart.py: /sys/fs/bpf when that is a
+    bpffs, else the bpffs it mounts in its run dir)."""
+    from hostsdn.runtime.restart import SYSTEM_BPFFS, _bpffs_at
+
+    root = SYSTEM_BPFFS if _bpffs_at(SYSTEM_BPFFS) else Path(s.env["HOSTSDN_RUN_DIR"]) / "bpffs"
+    return root / f"hostsdn-{s.policy.stem}"
