@@ -73,13 +73,20 @@ def pin_dir(policy_path: str | os.PathLike[str]) -> Path:
 
 
 def remove_pins(policy_path: str | os.PathLike[str]) -> list[str]:
-    """Unpin the maps an ``up`` left (``hostsdn down``); returns what was removed."""
-    root = SYSTEM_BPFFS if _bpffs_at(SYSTEM_BPFFS) else rundir.run_dir() / "bpffs"
+    """Unpin the maps an ``up`` left (``hostsdn down``, a normal stop) and unmount the
+    run dir's bpffs when nothing else is pinned there; returns what was removed."""
+    private = rundir.run_dir() / "bpffs"
+    root = SYSTEM_BPFFS if _bpffs_at(SYSTEM_BPFFS) else private
     d = root / f"hostsdn-{Path(policy_path).stem}"
-    if not d.is_dir():
-        return []
-    shutil.rmtree(d, ignore_errors=True)
-    return [f"pinned maps {d}"]
+    done = []
+    if d.is_dir():
+        shutil.rmtree(d, ignore_errors=True)
+        done.append(f"pinned maps {d}")
+    if _bpffs_at(private) and not any(private.iterdir()):
+        subprocess.run(["umount", str(private)], capture_output=True, check=False)
+        if not _bpffs_at(private):
+            private.rmdir()
+    return done
 
 
 @dataclass(slots=True)
