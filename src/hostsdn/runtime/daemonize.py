@@ -213,7 +213,8 @@ def options_from_state(state: dict[str, Any]) -> UpOptions:
     o = state.get("options", {})
     return UpOptions(datapath=DatapathOptions(nic=state.get("nic", "simnic"),
                                               cache_size=int(o.get("cache_size", 4096)),
-                                              offload_after=int(o.get("offload_after", 1))),
+                                              offload_after=int(o.get("offload_after", 1)),
+                                              evict_batch=o.get("evict_batch")),
                      uplink_ns=state.get("uplink_ns", UPLINK_NS),
                      remote_ips=tuple(state.get("remote_ips", ())),
                      status_interval=float(o.get("status_interval", 5.0)),

@@ -96,6 +96,7 @@ def _state(policy_path: str | os.PathLike[str], opts: UpOptions, plan: TopologyP
             "remote_ips": list(opts.remote_ips), "plan": plan_to_json(plan),
             "options": {"cache_size": opts.datapath.cache_size,
                         "offload_after": opts.datapath.offload_after,
+                        "evict_batch": opts.datapath.evict_batch,
                         "status_interval": opts.status_interval,
                         "log_format": opts.log_format, "fail_closed": opts.fail_closed},
             **extra}
