@@ -83,8 +83,11 @@ def test_nothing_before_means_a_fresh_start(run_dir, example_policy):
 
 def test_restart_options_come_from_the_state(run_dir, example_policy):
     from hostsdn.nic.datapath import DatapathOptions
+    from hostsdn.offload.backend import Feature
 
-    opts = UpOptions(datapath=DatapathOptions(nic="xdp", cache_size=77, offload_after=3),
+    opts = UpOptions(datapath=DatapathOptions(nic="xdp", cache_size=77, offload_after=3,
+                                              eviction="fifo", nic_idle=2.5,
+                                              nic_without=frozenset({Feature.METER})),
                      uplink_ns="hsdn-x", remote_ips=("198.51.100.10",), status_interval=1.0,
                      log_format="json", fail_closed=True)
     state = json.loads(json.dumps(_state("p/policy.yaml", opts,
@@ -92,5 +95,6 @@ def test_restart_options_come_from_the_state(run_dir, example_policy):
     back = options_from_state(state)
     assert back.datapath.nic == "xdp" and back.datapath.cache_size == 77
     assert back.datapath.offload_after == 3 and back.uplink_ns == "hsdn-x"
+    assert back.datapath == opts.datapath
     assert back.remote_ips == ("198.51.100.10",) and back.log_format == "json"
     assert back.fail_closed and back.status_interval == 1.0

@@ -497,8 +497,8 @@ def restart(policy: str, timeout: float, api_listen: str | None, api_token_file:
         pol = load_policy(policy)
         old, new, gap = daemonize.restart_daemon(pol, policy, timeout=timeout,
                                                  services=services)
-    except (HostsdnError, ValueError, KeyError, OSError) as exc:
-        _fail(_one_line(exc))
+    except HostsdnError as exc:
+        _fail(str(exc))
         return
     click.echo(f"hostsdn restart: pid {old} -> {new}; slow path back after {gap:.2f} s")
 
@@ -832,8 +832,8 @@ def stats(policy: str, pcap: str | None, as_json: bool, **kw: Any) -> None:
         else:
             result = _replay_stats(pol, pcap, _dp_options(kw))
             title = f"hostsdn stats: {Path(policy).name} after {Path(pcap).name}"
-    except (HostsdnError, ValueError, KeyError, OSError) as exc:
-        _fail(_one_line(exc))
+    except HostsdnError as exc:
+        _fail(str(exc))
         return
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))

@@ -209,12 +209,12 @@ def restart_daemon(policy: pm.Policy, policy_path: str | os.PathLike[str], *,
 def options_from_state(state: dict[str, Any]) -> UpOptions:
     """The ``up`` options recorded in a state file (for ``restart``)."""
     from hostsdn.nic.datapath import DatapathOptions
+    from hostsdn.offload.backend import Feature
 
     o = state.get("options", {})
-    return UpOptions(datapath=DatapathOptions(nic=state.get("nic", "simnic"),
-                                              cache_size=int(o.get("cache_size", 4096)),
-                                              offload_after=int(o.get("offload_after", 1)),
-                                              evict_batch=o.get("evict_batch")),
+    d = dict(o.get("datapath", {}))
+    d["nic_without"] = frozenset(Feature(f) for f in d.get("nic_without", ()))
+    return UpOptions(datapath=DatapathOptions(nic=state.get("nic", "simnic"), **d),
                      uplink_ns=state.get("uplink_ns", UPLINK_NS),
                      remote_ips=tuple(state.get("remote_ips", ())),
                      status_interval=float(o.get("status_interval", 5.0)),

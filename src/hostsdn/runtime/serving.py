@@ -94,9 +94,13 @@ def _state(policy_path: str | os.PathLike[str], opts: UpOptions, plan: TopologyP
     return {"pid": os.getpid(), "policy": str(Path(policy_path).resolve()),
             "nic": opts.datapath.nic, "uplink_ns": opts.uplink_ns,
             "remote_ips": list(opts.remote_ips), "plan": plan_to_json(plan),
-            "options": {"cache_size": opts.datapath.cache_size,
-                        "offload_after": opts.datapath.offload_after,
-                        "evict_batch": opts.datapath.evict_batch,
+            "options": {"datapath": {
+                            "cache_size": d.cache_size, "eviction": d.eviction,
+                            "offload_after": d.offload_after,
+                            "exception_path": d.exception_path,
+                            "guest_flow_list": d.guest_flow_list, "nic_idle": d.nic_idle,
+                            "eager_replies": d.eager_replies, "evict_batch": d.evict_batch,
+                            "nic_without": sorted(f.value for f in d.nic_without)},
                         "status_interval": opts.status_interval,
                         "log_format": opts.log_format, "fail_closed": opts.fail_closed},
             **extra}
