@@ -157,6 +157,12 @@ class XdpDatapath:
         self._ports: dict[int, Port] = {}
         self._attached: dict[int, int] = {}      # ifindex -> XDP flags used
         self._ncpus = 0
+        self._keys: dict[tuple[Direction, int | None, FlowKey], tuple[str, bytes]] = {}
+        self._keys_max = 0
+        self.fast_ops = True
+        """Encode each flow key once (see ``_map_and_key``) and read counters with one
+        buffer (``flow_counters``); False: encode on every op, two buffers per lookup
+        (the behaviour before, kept for the A/B in bench/bench_live_setup.py)."""
         self._affinity_lock = threading.Lock()
         self.obj_path: Path | None = None
         self.adopted = False
@@ -203,6 +209,9 @@ class XdpDatapath:
             self._prog_fd = prog.fd
             self._fds = {name: m.fd for name, m in maps.items()}
             self._max_entries = {name: m.max_entries for name, m in maps.items()}
+            # entries are added, their counters read and deleted by key: about twice what
+            # the flow maps hold covers every live entry (cleared when it overflows)
+            self._keys_max = 2 * sum(self._max_entries[name] for name in FLOW_MAPS) + 1024
             self._ncpus = libbpf.num_possible_cpus()
         except BaseException:
             obj.close()
@@ -269,6 +278,7 @@ class XdpDatapath:
         self._prog_fd = -1
         self._fds = {}
         self._ports = {}
+        self._keys.clear()
         if errors:
             raise NicError("detach on close failed: " + "; ".join(errors))
 
@@ -376,7 +386,7 @@ class XdpDatapath:
         for i, op in enumerate(ops):
             try:
                 direction, port_id, key, action = op
-                name, kb = _map_and_key(direction, port_id, key)
+                name, kb = self._map_and_key(direction, port_id, key)
                 if len(action) != FLOW_ACTION_SIZE:
                     raise NicError(f"action is {len(action)} bytes, not {FLOW_ACTION_SIZE} "
                                    "(use layout.encode_action)")
@@ -415,7 +425,7 @@ class XdpDatapath:
         for i, op in enumerate(ops):
             try:
                 direction, port_id, key = op
-                name, kb = _map_and_key(direction, port_id, key)
+                name, kb = self._map_and_key(direction, port_id, key)
             except NicError as exc:
                 results[i] = exc
                 continue
@@ -459,12 +469,19 @@ class XdpDatapath:
                       ) -> list[FlowCounters | None]:
         """Counters of the given entries ``(direction, port_id, key)`` by one lookup each
         (``None``: absent); cheaper than ``flow_stats()`` when only a few are wanted."""
-        out: list[FlowCounters | None] = []
+        if not self.fast_ops:
+            out: list[FlowCounters | None] = []
+            for direction, port_id, key in ops:
+                name, kb = self._map_and_key(direction, port_id, key)
+                raw = libbpf.map_lookup_elem(self._fd(name), kb, FLOW_ACTION_SIZE, name=name)
+                out.append(decode_counters(raw) if raw is not None else None)
+            return out
+        lookups = []
         for direction, port_id, key in ops:
-            name, kb = _map_and_key(direction, port_id, key)
-            raw = libbpf.map_lookup_elem(self._fd(name), kb, FLOW_ACTION_SIZE, name=name)
-            out.append(decode_counters(raw) if raw is not None else None)
-        return out
+            name, kb = self._map_and_key(direction, port_id, key)
+            lookups.append((self._fd(name), kb))
+        return [decode_counters(raw) if raw is not None else None
+                for raw in libbpf.map_lookup_many(lookups, FLOW_ACTION_SIZE, name="flows")]
 
     def dump(self) -> list[FlowEntry]:
         """Every entry, decoded (out-flows first)."""
@@ -491,6 +508,31 @@ class XdpDatapath:
                                                   key_size(name), name=name)
             deleted += len(keys) - len(failed)
         return deleted
+
+    def _map_and_key(self, direction: Direction | str, port_id: int | None,
+                     key: FlowKey) -> tuple[str, bytes]:
+        """(flow map name, encoded key) of one flow op (the add/delete/counters hot path).
+
+        An offloaded entry's key is used at least three times (add, counters for the
+        eviction choice, delete): it is encoded once and kept, keyed by the op (the
+        encoding is a pure function of it).  Keys that cannot be encoded raise every time.
+        """
+        d = _DIRECTIONS.get(direction)
+        if d is None:
+            raise NicError(f"direction must be 'out' or 'in', not {direction!r}")
+        if d is Direction.IN:
+            port_id = None
+        if not self.fast_ops:
+            return _encode_map_and_key(d, port_id, key)
+        ck = (d, port_id, key)
+        hit = self._keys.get(ck)
+        if hit is not None:
+            return hit
+        hit = _encode_map_and_key(d, port_id, key)
+        if len(self._keys) >= self._keys_max:
+            self._keys.clear()
+        self._keys[ck] = hit
+        return hit
 
     # ------------------------------------------------------------- test run
 
@@ -630,12 +672,7 @@ def _u32(value: int) -> bytes:
 _DIRECTIONS = {"out": Direction.OUT, "in": Direction.IN}   # StrEnum members hash as str
 
 
-def _map_and_key(direction: Direction | str, port_id: int | None,
-                 key: FlowKey) -> tuple[str, bytes]:
-    """(flow map name, encoded key) of one flow op (the add/delete hot path)."""
-    d = _DIRECTIONS.get(direction)
-    if d is None:
-        raise NicError(f"direction must be 'out' or 'in', not {direction!r}")
+def _encode_map_and_key(d: Direction, port_id: int | None, key: FlowKey) -> tuple[str, bytes]:
     if d is Direction.OUT:
         if port_id is None:
             raise NicError("an out-flow needs the VM port id")

@@ -24,6 +24,7 @@ import errno as errno_mod
 import os
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -472,6 +473,27 @@ def map_lookup_elem(fd: int, key: bytes, value_size: int, name: str = "") -> byt
         return None
     _check(ret, f"bpf_map_lookup_elem({name or fd})")
     return out.raw
+
+
+def map_lookup_many(lookups: Sequence[tuple[int, bytes]], value_size: int,
+                    name: str = "") -> list[bytes | None]:
+    """The values of several ``(fd, key)`` (``value_size`` bytes each; None when absent),
+    one BPF_MAP_LOOKUP_ELEM each but one output buffer and no copy of the keys: the
+    cheap way to read a few entries' counters (eviction), where ``map_lookup_elem``'s
+    two buffers per call dominated."""
+    lib = _library()
+    lookup = lib.bpf_map_lookup_elem
+    out = ctypes.create_string_buffer(value_size)
+    enoent = -errno_mod.ENOENT
+    values: list[bytes | None] = []
+    for fd, key in lookups:
+        ret = lookup(fd, key, out)      # bytes pass as a read-only const void *
+        if ret == enoent:
+            values.append(None)
+            continue
+        _check(ret, f"bpf_map_lookup_elem({name or fd})")
+        values.append(out.raw)
+    return values
 
 
 def map_delete_elem(fd: int, key: bytes, name: str = "") -> bool:
