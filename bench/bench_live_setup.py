@@ -13,7 +13,8 @@ sustained load, and compares variants in the same run, interleaved:
 * ``evict auto``: the default (1/64 of the cache at once);
 * ``evict auto, slow ops``: the default, with the XDP datapath's flow ops as before
   the key cache (every op encodes its key again, two ctypes buffers per counter read:
-  ``XdpDatapath.fast_ops = False``);
+  ``XdpDatapath.fast_ops = False``) and each evicted entry's last hits read on its own
+  (``OffloadManager._pull_last_hits`` disabled);
 * ``no NIC``: ``--nic none`` (the host switch alone: what the NIC work adds).
 
 The BPF object is loaded but not attached (the maps are real, the ``XdpNic`` is told
@@ -80,6 +81,13 @@ def measure(name: str, cache: int, n: int, profile: bool = False) -> tuple[float
         if dp.backend is not None:
             dp.backend.live = True  # type: ignore[attr-defined]  # read counters like up
             dp.backend._dp.fast_ops = name != SLOW_OPS  # type: ignore[attr-defined]
+            if name == SLOW_OPS:
+                # and the eviction as before: each victim's last hits read on its own
+                mgr = dp.manager
+                unoffload = mgr._unoffload
+                mgr._pull_last_hits = lambda flows: None  # type: ignore[method-assign]
+                mgr._unoffload = (  # type: ignore[method-assign]
+                    lambda flow, reason, hits_pulled=False: unoffload(flow, reason))
         warm = frames(2 * cache, 0)
         run = frames(n, 2 * cache)
         now = 1.0

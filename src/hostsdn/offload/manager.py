@@ -189,9 +189,12 @@ class OffloadManager:
                 self._refuse(flow, OffloadReason.CAPACITY)
                 return False
             k = self._evict_batch(d)
-            for victim in (self._pick_victim(d, now),) if k == 1 else \
-                    self._pick_victims(d, now, k):
-                self._unoffload(victim, OffloadReason.EVICTED)
+            victims = ([self._pick_victim(d, now)] if k == 1
+                       else self._pick_victims(d, now, k))
+            # the victims' last hits in one counter read, not one read per victim
+            self._pull_last_hits(victims)
+            for victim in victims:
+                self._unoffload(victim, OffloadReason.EVICTED, hits_pulled=True)
                 self.counters["evictions"] += 1
         self._offload(flow, entry)
         if speculative:
@@ -247,11 +250,22 @@ class OffloadManager:
         if entry.direction is Direction.OUT:
             self.guest_lists.setdefault(flow.port, set()).add(flow.key)
 
-    def _unoffload(self, flow: Flow, reason: OffloadReason) -> None:
+    def _pull_last_hits(self, flows: list[Flow]) -> None:
+        """Read the NIC counters of offloaded ``flows`` (whose adds are not still
+        queued) into them, in one read: what ``_unoffload`` does per flow."""
+        if self.backend is None:
+            return
+        handles = [f.nic_handle for f in flows if f.offload_state is OffloadState.OFFLOADED
+                   and f.nic_handle not in self._pending_flows]
+        if handles:
+            self._apply_stats(self.backend.flow_stats(handles))
+
+    def _unoffload(self, flow: Flow, reason: OffloadReason, *,
+                   hits_pulled: bool = False) -> None:
         if flow.offload_state is not OffloadState.OFFLOADED:
             return
         handle = flow.nic_handle
-        if self.backend is not None and handle not in self._pending_flows:
+        if not hits_pulled and self.backend is not None and handle not in self._pending_flows:
             # the entry's last hits stay with the flow (and its port's totals); an entry
             # whose add is still queued has none
             self._apply_stats(self.backend.flow_stats([handle]))
