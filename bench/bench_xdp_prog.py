@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import os
 import shutil
+import signal
 import socket
 import statistics
 import struct
@@ -262,10 +264,39 @@ def check(dp: XdpDatapath, frame: bytes, port: int, verdict: XdpVerdict,
 
 
 REF_HIT = "reference: one lookup + redirect (hit)"
+PERF_TOP = 12
+
+
+def perf_profile(label: str, fn: Callable[[], object]) -> None:
+    """Where the kernel spends ``fn``'s time: ``perf record -e cpu-clock`` of this
+    process while ``fn`` runs, own time by symbol (the JIT-ed programs appear as
+    ``bpf_prog_<tag>_<name>``, the map code and the test-run harness as kernel symbols).
+    A software clock: this machine kind's VMs expose no hardware PMU (no cycles or
+    instructions events), which is also why ``bpftool prog profile`` cannot run here."""
+    perf = shutil.which("perf")
+    if perf is None:
+        print(f"\n{label}: no perf installed (apt-get install linux-perf)")
+        return
+    with tempfile.TemporaryDirectory(prefix="hsdnt-perf-") as tmp:
+        data = str(Path(tmp) / "perf.data")
+        rec = subprocess.Popen([perf, "record", "-q", "-e", "cpu-clock", "-F", "4999",
+                                "-p", str(os.getpid()), "-o", data],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)                                   # perf attached
+        fn()
+        rec.send_signal(signal.SIGINT)
+        rec.wait()
+        rep = subprocess.run([perf, "report", "-i", data, "--stdio", "--no-children",
+                              "--sort", "sym", "--percent-limit", "0.5"],
+                             capture_output=True, text=True, check=False).stdout
+    lines = [ln.strip() for ln in rep.splitlines() if ln.strip() and not ln.startswith("#")]
+    print(f"\n{label}: perf record -e cpu-clock, own time by symbol (top {PERF_TOP})")
+    for ln in lines[:PERF_TOP]:
+        print("   ", ln)
 
 
 def per_packet(dp: XdpDatapath, runner: Runner, empty_fd: int, ref: libbpf.BpfObject,
-               repeat: int, live: bool) -> list[tuple[str, float, str]]:
+               repeat: int, live: bool, perf: bool = False) -> list[tuple[str, float, str]]:
     rows: list[tuple[str, float, str]] = []
     tcp = make_tcp(VM1_MAC, GW_MAC, "10.0.0.1", "93.184.216.34", 40000, 443, "PA", b"x" * 64)
     fd = dp.prog_fd
@@ -295,6 +326,10 @@ def per_packet(dp: XdpDatapath, runner: Runner, empty_fd: int, ref: libbpf.BpfOb
     check(dp, tcp, VM1, XdpVerdict.REDIRECT, Reason.FORWARD)
     forward_ns = runner.ns(fd, tcp, VM1, repeat)
     rows.append(("hit + forward", forward_ns, "XDP_REDIRECT"))
+    if perf:
+        perf_profile("reference: one lookup + redirect (hit)",
+                     lambda: runner.ns(ref_fd, tcp, VM1, repeat))
+        perf_profile("hostsdn: hit + forward", lambda: runner.ns(fd, tcp, VM1, repeat))
 
     snat = Transposition(set_src_mac=UPLINK_MAC, set_dst_mac=ROUTER_MAC,
                          set_src_ip=0xC000020A, set_src_port=61000)
@@ -438,6 +473,9 @@ def main() -> int:
     parser.add_argument("--flows", type=int, default=200_000)
     parser.add_argument("--live", action="store_true", help="add live-frames runs")
     parser.add_argument("--object", help="benchmark this hostsdn.bpf.o instead of building one")
+    parser.add_argument("--perf", action="store_true",
+                        help="also profile the reference hit and hostsdn's hit + forward "
+                             "with perf record (cpu-clock)")
     parser.add_argument("--packets-only", action="store_true",
                         help="only the per-packet table (skip the flow-install rates)")
     args = parser.parse_args()
@@ -457,7 +495,7 @@ def main() -> int:
             ref = reference_program(Path(tmp), dp.capacity(Direction.OUT))
             runner = Runner(dp, ifindex)
             pkt_rows = per_packet(dp, runner, empty.find_program("xdp_pass").fd, ref,
-                                  args.repeat, args.live)
+                                  args.repeat, args.live, args.perf)
         install_rows = [] if args.packets_only else installs(dp, args.flows)
     finally:
         for obj_ in (empty, ref):
