@@ -150,6 +150,15 @@ def test_drop_and_two_stage_hits_are_counted(dp: XdpDatapath) -> None:
     wanted = [(Direction.IN, None, key_after), (Direction.OUT, VM2, flow_key(TCP4)),
               (Direction.OUT, VM1, flow_key(TCP4))]
     assert dp.flow_counters(wanted) == [stats[wanted[0]], None, stats[wanted[2]]]
+    # the encoded keys are cached: the uncached path (fresh encoding, one buffer pair per
+    # lookup) reads the same, and a deleted entry's cached key finds nothing
+    dp.fast_ops = False
+    try:
+        assert dp.flow_counters(wanted) == [stats[wanted[0]], None, stats[wanted[2]]]
+    finally:
+        dp.fast_ops = True
+    assert dp.delete_flows([wanted[2]]) == [None]
+    assert dp.flow_counters(wanted) == [stats[wanted[0]], None, None]
 
 
 def test_miss_and_pass_do_not_touch_counters(dp: XdpDatapath) -> None:
