@@ -252,7 +252,7 @@ class Switch:
                 if entry is not None and entry.conn is conn:
                     del conns[k]
         for b in conn.nat_bindings:
-            self.snat.release(**b)
+            self.snat.release_binding(b)
 
     def _remove_flow(self, flow: Flow, reason: OffloadReason) -> None:
         if flow.removed:
@@ -513,7 +513,7 @@ class Switch:
         conn = walk.conn
         if walk.drop_reason is not None:
             for b in walk.nat_bindings:
-                self.snat.release(**b)
+                self.snat.release_binding(b)
             if conn is None:
                 conn = self._new_conn(ps, walk, direction, now, drop_only=True)
         else:

@@ -3,14 +3,50 @@
 One public address may be shared by many VMs, so allocation is global, keyed like Linux
 (``nf_nat_used_tuple``): a translated source (ip, port) is taken for a given
 (protocol, remote ip, remote port).  Like Linux, the original source port is kept when it
-is free and inside the allowed range; otherwise the next free port in the range is used.
+is free and inside the allowed range; otherwise another free port of the range is used.
+
+Cost: O(1) amortised per allocation, also when the ports of a remote endpoint run out.
+The common case (the VM's own port is free) is one dict lookup and no other state.  The
+first time a wanted port is taken, the remote endpoint's range gets a ``_Pool``: a
+pointer through the ports never handed out by the pool and a stack of ports released
+since; every port is passed by the pointer once, so filling a range costs O(range) in
+all, and an exhausted range answers None at once (the pointer is at its end and nothing
+was released) instead of scanning 64k ports per new connection.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 Remote = tuple[int, int, int, int]  # proto, ip_version, remote ip, remote port
+Base = tuple[int, int, int, int, int]
+"""(proto, ip_version, nat ip, remote ip, remote port): the ports of one public address
+towards one remote endpoint."""
+
+
+class NatBinding(NamedTuple):
+    """A (nat ip, port) taken towards a remote endpoint by one connection."""
+
+    proto: int
+    ip_version: int
+    nat_ip: int
+    remote_ip: int
+    remote_port: int
+    port: int
+
+
+@dataclass(slots=True, eq=False)
+class _Pool:
+    """The ports ``lo..hi`` of one ``Base`` that the allocator hands out itself."""
+
+    lo: int
+    hi: int
+    fresh: int
+    """Next port of the range this pool has not looked at yet (> hi: all were)."""
+    released: list[int] = field(default_factory=list)
+    """Ports of the range freed since the pointer passed them (may be taken again meanwhile
+    by a connection that kept its own port: checked when popped)."""
 
 
 @dataclass(slots=True)
@@ -18,37 +54,60 @@ class SnatAllocator:
     """Tracks which (nat ip, nat port) are in use towards each remote endpoint."""
 
     _used: dict[tuple[int, int, int, int, int, int], int] = field(default_factory=dict)
-    _cursor: dict[tuple[int, int], int] = field(default_factory=dict)
+    _pools: dict[tuple[Base, int, int], _Pool] = field(default_factory=dict)
+    _pools_of: dict[Base, list[_Pool]] = field(default_factory=dict)
+    exhausted: int = 0
+    """Allocations refused because every port of the range was in use."""
 
     def allocate(self, *, proto: int, ip_version: int, nat_ip: int, remote_ip: int,
                  remote_port: int, wanted_port: int, lo: int, hi: int) -> int | None:
         """Return a free source port for ``nat_ip`` towards the remote, or None if exhausted."""
         base = (proto, ip_version, nat_ip, remote_ip, remote_port)
-        if lo <= wanted_port <= hi and (*base, wanted_port) not in self._used:
-            self._take(base, wanted_port)
+        used = self._used
+        if lo <= wanted_port <= hi and (*base, wanted_port) not in used:
+            used[(*base, wanted_port)] = 1
             return wanted_port
-        span = hi - lo + 1
-        start = self._cursor.get((proto, nat_ip), lo)
-        for i in range(span):
-            port = lo + (start - lo + i) % span
-            if (*base, port) not in self._used:
-                self._cursor[(proto, nat_ip)] = port + 1 if port < hi else lo
-                self._take(base, port)
+        pool = self._pools.get((base, lo, hi))
+        if pool is None:
+            pool = self._pools[(base, lo, hi)] = _Pool(lo, hi, lo)
+            self._pools_of.setdefault(base, []).append(pool)
+        released = pool.released
+        while released:
+            port = released.pop()
+            if (*base, port) not in used:
+                used[(*base, port)] = 1
                 return port
+        while pool.fresh <= hi:
+            port = pool.fresh
+            pool.fresh += 1
+            if (*base, port) not in used:
+                used[(*base, port)] = 1
+                return port
+        self.exhausted += 1
         return None
 
-    def _take(self, base: tuple[int, int, int, int, int], port: int) -> None:
-        k = (*base, port)
-        self._used[k] = self._used.get(k, 0) + 1
+    def release_binding(self, b: NatBinding) -> None:
+        """Give back a binding made by ``allocate``."""
+        n = self._used.get(b, 0)
+        if n > 1:
+            self._used[b] = n - 1
+            return
+        if not n:
+            return
+        del self._used[b]
+        pools = self._pools_of.get((b.proto, b.ip_version, b.nat_ip, b.remote_ip,
+                                    b.remote_port))
+        if pools is None:
+            return
+        port = b.port
+        for pool in pools:
+            if pool.lo <= port < pool.fresh:   # ports >= fresh are found by the pointer
+                pool.released.append(port)
 
     def release(self, *, proto: int, ip_version: int, nat_ip: int, remote_ip: int,
                 remote_port: int, port: int) -> None:
-        k = (proto, ip_version, nat_ip, remote_ip, remote_port, port)
-        n = self._used.get(k, 0)
-        if n <= 1:
-            self._used.pop(k, None)
-        else:
-            self._used[k] = n - 1
+        self.release_binding(NatBinding(proto, ip_version, nat_ip, remote_ip, remote_port,
+                                        port))
 
     def shadow(self) -> SnatAllocator:
         """A view that allocates and releases without changing this allocator (see

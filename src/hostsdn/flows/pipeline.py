@@ -18,7 +18,7 @@ from hostsdn.direction import Direction
 from hostsdn.flows.conntrack import Side
 from hostsdn.flows.keys import conn_identity, key_delta, normalize, reply_key
 from hostsdn.flows.meter import MeterTable
-from hostsdn.flows.nat import SnatAllocator
+from hostsdn.flows.nat import NatBinding, SnatAllocator
 from hostsdn.flows.table import ConnEntry, DropReason, LayerConn, PortTables
 from hostsdn.packet.constants import (
     ICMP_ECHO_REQUEST,
@@ -88,7 +88,7 @@ class WalkResult:
     drop_reason: DropReason | None = None
     decided_by: list[str] = field(default_factory=list)
     registrations: list[Registration] = field(default_factory=list)
-    nat_bindings: list[dict[str, int]] = field(default_factory=list)
+    nat_bindings: list[NatBinding] = field(default_factory=list)
     conn: ConnEntry | None = None
     side: Side = Side.ORIGINAL
 
@@ -179,9 +179,8 @@ class Walker:
             if port is None:
                 res.drop_reason = DropReason.SNAT_EXHAUSTED
                 return None
-            res.nat_bindings.append(dict(proto=key.proto, ip_version=key.ip_version,
-                                         nat_ip=a.ip, remote_ip=key.dst_ip,
-                                         remote_port=_remote_port(key), port=port))
+            res.nat_bindings.append(NatBinding(key.proto, key.ip_version, a.ip, key.dst_ip,
+                                               _remote_port(key), port))
             new = new._replace(src_port=port)
         return new
 

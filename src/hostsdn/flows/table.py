@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from hostsdn.direction import Direction
 from hostsdn.flows.conntrack import DROP_FLOW_TIMEOUT, Connection, Side
 from hostsdn.flows.keys import KeyDelta
+from hostsdn.flows.nat import NatBinding
 from hostsdn.packet.key import FlowKey
 from hostsdn.packet.transposition import Transposition
 
@@ -117,7 +118,7 @@ class ConnEntry(Connection):
     registrations: list[tuple[int, FlowKey]] = field(default_factory=list)
     """``(layer index, identity)`` of the connection's layer entries; the index is
     ``EDGE_OUT`` / ``EDGE_IN`` for its entries in ``PortTables.edge_out`` / ``edge_in``."""
-    nat_bindings: tuple[dict[str, int], ...] = ()
+    nat_bindings: tuple[NatBinding, ...] = ()
     drop_only: bool = False
 
     @property
