@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
 from hostsdn.direction import Direction
 from hostsdn.errors import PacketError
-from hostsdn.flows.conntrack import Side
+from hostsdn.flows.conntrack import ConnTimeouts, Side
 from hostsdn.flows.fragments import FragmentTable, datagram_id
 from hostsdn.flows.keys import (
     BROADCAST,
@@ -105,6 +105,14 @@ class PortState:
     layers: list[CompiledLayer]
     tables: PortTables
     generation: int = 1
+    conn_count: int = 0
+    """Live connections of the port (see ``pm.Limits``)."""
+    embryonic: deque[ConnEntry] = field(default_factory=deque)
+    """The port's connections in creation order, as eviction candidates: those that have
+    seen a reply or are closed are skipped (and dropped) when met."""
+    timeouts: dict[frozenset[int], ConnTimeouts] = field(default_factory=dict)
+    """Timeouts of a connection by the indexes of the layers tracking it (layers may
+    shorten the policy's timeouts), made once per set."""
     out_label: str = field(init=False)
     """Prefix of the ``Result.decided_by`` labels of the port's outbound flows
     (``"web/out:"``), made once rather than per packet."""
@@ -139,6 +147,10 @@ class Switch:
         self._seq = itertools.count()
         self._templates = TemplateFactory()
         self.ports: dict[str, PortState] = {}
+        self._gone_ports: dict[str, PortState] = {}
+        """Ports a policy change removed whose connections have not all expired yet."""
+        self.conn_count = 0
+        """Live connections (see ``pm.Limits``)."""
         self._by_mac: dict[bytes, PortState] = {}
         self._by_ip: dict[tuple[int, int], PortState] = {}
         """``(ip version, address) -> port`` of the ports' ``ips`` (steering, see steer)."""
@@ -161,7 +173,11 @@ class Switch:
                 tables = PortTables()
                 gen = 1
             tables.layer_conns = (tables.layer_conns + [{} for _ in layers])[: len(layers)]
-            self.ports[port.name] = PortState(port, layers, tables, gen)
+            state = self.ports[port.name] = PortState(port, layers, tables, gen)
+            if prev is not None:
+                state.conn_count, state.embryonic = prev.conn_count, prev.embryonic
+        self._timeouts = ConnTimeouts.of(policy.timeouts)
+        self.limits = policy.limits
         self._by_mac = {p.port.mac: p for p in self.ports.values()}
         self._by_ip = {(a.version, a.ip): p for p in self.ports.values() for a in p.port.ips}
         self.policy = policy
@@ -187,6 +203,10 @@ class Switch:
         changed = self.changed_ports(policy)
         new_names = {q.name for q in policy.ports}
         gone = [p for name, p in self.ports.items() if name not in new_names]
+        for ps in gone:
+            self._gone_ports[ps.port.name] = ps
+        for name in new_names:
+            self._gone_ports.pop(name, None)
         self._install(policy, bump=frozenset(changed))
         self.meters.configure(meter_configs(policy))
         for ps in gone:
@@ -218,22 +238,29 @@ class Switch:
             self.counters["fragments_timed_out"] += late
         expired = 0
         while self._timers and self._timers[0][0] <= now:
-            _, _, conn = heapq.heappop(self._timers)
-            if conn.closed:
-                continue
+            at, _, conn = heapq.heappop(self._timers)
+            if conn.closed or at != conn.timer_at:
+                continue                    # expired, or rescheduled earlier meanwhile
             if conn.expires_at() <= now and self.observer is not None:
                 self.observer.before_expire(conn, now)   # NIC hits count as activity
             due = conn.expires_at()
             if due > now:
+                conn.timer_at = due
                 heapq.heappush(self._timers, (due, next(self._seq), conn))
                 continue
             self._expire(conn)
             expired += 1
         return expired
 
-    def _expire(self, conn: ConnEntry) -> None:
+    def _expire(self, conn: ConnEntry, *, counter: str = "connections_expired") -> None:
+        if conn.closed:
+            return
         conn.closed = True
-        self.counters["connections_expired"] += 1
+        self.counters[counter] += 1
+        self.conn_count -= 1
+        owner = self.ports.get(conn.port) or self._gone_ports.get(conn.port)
+        if owner is not None:
+            owner.conn_count -= 1
         for flow in conn.flows:
             self._remove_flow(flow, OffloadReason.IDLE)
         ps = self.ports.get(conn.port)
@@ -432,6 +459,9 @@ class Switch:
             flow = None
         if flow is None:
             flow = self.setup_flow(ps, direction, key, now)
+            if flow is None:
+                res.drops.append((ps.port.name, DropReason.FLOW_LIMIT))
+                return None
         res.flows.append(flow)
         prefix = ps.out_label if direction is Direction.OUT else ps.in_label
         res.decided_by.append(prefix + ",".join(flow.decided_by))
@@ -491,8 +521,16 @@ class Switch:
         flow.bytes += len(frame)
         flow.last_used = now
         conn = flow.conn
-        flags = innermost_tcp_flags(frame) if conn.proto == IPPROTO_TCP else None
-        conn.observe(flow.side, flags, now)
+        if conn.proto == IPPROTO_TCP:
+            state = conn.tcp_state
+            conn.observe(flow.side, innermost_tcp_flags(frame), now)
+            if conn.tcp_state is not state:
+                due = conn.expires_at()
+                if due < conn.timer_at:     # a shorter timeout (closing): expire on time
+                    conn.timer_at = due
+                    heapq.heappush(self._timers, (due, next(self._seq), conn))
+        else:
+            conn.observe(flow.side, None, now)
         if self.observer is not None and host:
             self.observer.flow_hit(flow, now)
         if flow.drop_reason is not None:
@@ -507,10 +545,17 @@ class Switch:
 
     # -- flow setup (the slow path) ----------------------------------------------------
     def setup_flow(self, ps: PortState, direction: Direction, key: FlowKey, now: float,
-                   *, make_reverse: bool = True) -> Flow:
+                   *, make_reverse: bool = True) -> Flow | None:
+        """The flow of a key the port's table does not hold (None: it needed a new
+        connection and the limits leave no room, see ``pm.Limits``)."""
         walk = self.walker.walk(ps.port, ps.layers, ps.tables, ps.generation, direction, key)
         new_conn = walk.conn is None
         conn = walk.conn
+        if new_conn and not self._make_room(ps):
+            for b in walk.nat_bindings:
+                self.snat.release_binding(b)
+            self.counters["connections_refused"] += 1
+            return None
         if walk.drop_reason is not None:
             for b in walk.nat_bindings:
                 self.snat.release_binding(b)
@@ -572,10 +617,62 @@ class Switch:
         # a non-first fragment carries no L4 header: tracked like a generic protocol
         proto = inner.proto if inner.frag != FRAG_LATER else 0
         conn = ConnEntry(proto=proto, created=now, last_seen=now, port=ps.port.name,
-                         generation=ps.generation, drop_only=drop_only)
-        heapq.heappush(self._timers, (conn.expires_at(), next(self._seq), conn))
+                         generation=ps.generation, drop_only=drop_only,
+                         timeouts=self._conn_timeouts(ps, walk))
+        conn.timer_at = due = conn.expires_at()
+        heapq.heappush(self._timers, (due, next(self._seq), conn))
         self.counters["connections_created"] += 1
+        self.conn_count += 1
+        ps.conn_count += 1
+        embryonic = ps.embryonic
+        embryonic.append(conn)
+        if len(embryonic) > 2 * ps.conn_count + 64:
+            # keep the candidates list proportional to the live connections
+            ps.embryonic = deque(c for c in embryonic if not c.closed and not c.seen_reply)
         return conn
+
+    def _conn_timeouts(self, ps: PortState, walk: WalkResult) -> ConnTimeouts:
+        """The policy's timeouts, shortened by those of the layers tracking the
+        connection (the shortest of several wins)."""
+        if not walk.registrations:
+            return self._timeouts
+        layers = frozenset(r.layer_index for r in walk.registrations)
+        made = ps.timeouts.get(layers)
+        if made is None:
+            shortest: dict[str, float] = {}
+            for i in sorted(layers):
+                for name, seconds in ps.layers[i].layer.timeouts:
+                    shortest[name] = min(seconds, shortest.get(name, seconds))
+            made = ConnTimeouts.of(self.policy.timeouts.overridden(tuple(shortest.items())))
+            ps.timeouts[layers] = made
+        return made
+
+    def _make_room(self, ps: PortState) -> bool:
+        """Room for one more connection of ``ps``: under both limits, or after evicting
+        the oldest connection without a reply of the port (per-port limit) or of the
+        port holding the most connections (global limit).  False: refuse it."""
+        limits = self.limits
+        if ps.conn_count >= limits.connections_per_port and not self._evict_embryonic(ps):
+            return False
+        if self.conn_count < limits.connections:
+            return True
+        for other in sorted(self.ports.values(), key=lambda p: -p.conn_count):
+            if self._evict_embryonic(other):
+                return True
+        return False
+
+    def _evict_embryonic(self, ps: PortState) -> bool:
+        """Evict the port's oldest connection that has seen no reply (Linux early_drop)."""
+        candidates = ps.embryonic
+        while candidates:
+            conn = candidates.popleft()
+            if conn.closed or conn.seen_reply:
+                continue
+            for flow in conn.flows:
+                self._remove_flow(flow, OffloadReason.EVICTED)
+            self._expire(conn, counter="connections_evicted")
+            return True
+        return False
 
     def _make_flow(self, ps: PortState, direction: Direction, walk: WalkResult,
                    conn: ConnEntry, now: float) -> Flow:
@@ -604,7 +701,7 @@ class Switch:
         rkey = normalize(reply_key(walk.final_key))
         if rkey in ps.tables.table(rdir):
             return
-        self.setup_flow(ps, rdir, rkey, now, make_reverse=False)
+        self.setup_flow(ps, rdir, rkey, now, make_reverse=False)   # None: no room, lazily
 
     def _dest(self, ps: PortState, final: FlowKey) -> str | None:
         mac = final.dst_mac

@@ -4,13 +4,17 @@ Modelled on Linux nf_conntrack (``nf_conntrack_proto_tcp.c``) in spirit, on h11'
 ``_state.py`` in form: the transition table is data at the top of the module and one
 function performs transitions.  Like Linux with ``nf_conntrack_tcp_loose=1`` a
 connection can be picked up mid-stream (first packet without SYN -> ESTABLISHED), which
-real captures that start mid-connection need.
+real captures that start mid-connection need; like Linux, until a packet is seen in the
+reply direction its timeout is capped at ``tcp_unacknowledged`` (300 s), so a lone ACK
+does not open a 5-day pinhole.  Timeouts come from the policy (``pm.Timeouts``).
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+
+from hostsdn.policy import model as pm
 
 
 class TcpState(enum.Enum):
@@ -109,23 +113,38 @@ TCP_TRANSITIONS: dict[tuple[TcpState, Side, TcpEvent], TcpState] = {
     (S.CLOSE, O, E.SYN): S.SYN_SENT,
 }
 
-# Idle timeouts in seconds, per state (Linux defaults, net.netfilter.nf_conntrack_tcp_timeout_*).
-TCP_TIMEOUTS: dict[TcpState, float] = {
-    S.NONE: 120.0,
-    S.SYN_SENT: 120.0,
-    S.SYN_RECV: 60.0,
-    S.ESTABLISHED: 432000.0,
-    S.FIN_WAIT: 120.0,
-    S.CLOSE_WAIT: 60.0,
-    S.LAST_ACK: 30.0,
-    S.TIME_WAIT: 120.0,
-    S.CLOSE: 10.0,
-}
-UDP_TIMEOUT = 30.0            # nf_conntrack_udp_timeout (unreplied)
-UDP_STREAM_TIMEOUT = 120.0    # nf_conntrack_udp_timeout_stream (seen both ways)
-ICMP_TIMEOUT = 30.0           # nf_conntrack_icmp_timeout
-GENERIC_TIMEOUT = 600.0       # nf_conntrack_generic_timeout
-DROP_FLOW_TIMEOUT = 30.0      # cached drop verdicts (ours)
+@dataclass(frozen=True, slots=True)
+class ConnTimeouts:
+    """A ``policy.model.Timeouts`` in the form the tracker reads (TCP: by state).  One
+    object is shared by every connection with the same timeouts."""
+
+    tcp: dict[TcpState, float]
+    unacknowledged: float
+    udp: float
+    udp_stream: float
+    icmp: float
+    other: float
+    drop: float
+
+    @classmethod
+    def of(cls, t: pm.Timeouts) -> ConnTimeouts:
+        made = _CONN_TIMEOUTS.get(t)
+        if made is None:
+            tcp = {S.NONE: t.tcp_syn_sent, S.SYN_SENT: t.tcp_syn_sent,
+                   S.SYN_RECV: t.tcp_syn_recv, S.ESTABLISHED: t.tcp_established,
+                   S.FIN_WAIT: t.tcp_fin_wait, S.CLOSE_WAIT: t.tcp_close_wait,
+                   S.LAST_ACK: t.tcp_last_ack, S.TIME_WAIT: t.tcp_time_wait,
+                   S.CLOSE: t.tcp_close}
+            made = cls(tcp, t.tcp_unacknowledged, t.udp, t.udp_stream, t.icmp, t.other, t.drop)
+            if len(_CONN_TIMEOUTS) > 1024:
+                _CONN_TIMEOUTS.clear()
+            _CONN_TIMEOUTS[t] = made
+        return made
+
+
+_CONN_TIMEOUTS: dict[pm.Timeouts, ConnTimeouts] = {}
+DEFAULT_TIMEOUTS = ConnTimeouts.of(pm.DEFAULT_TIMEOUTS)
+"""Linux's defaults (``net.netfilter.nf_conntrack_*_timeout*``), see ``pm.Timeouts``."""
 
 TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
 
@@ -146,6 +165,7 @@ class Connection:
     seen_reply: bool = False
     packets: list[int] = field(default_factory=lambda: [0, 0])
     closed: bool = False
+    timeouts: ConnTimeouts = DEFAULT_TIMEOUTS
 
     def observe(self, side: Side, tcp_flags: int | None, now: float) -> None:
         """Account one packet seen on the host path (flags drive the TCP machine)."""
@@ -162,13 +182,17 @@ class Connection:
 
     @property
     def timeout(self) -> float:
+        tm = self.timeouts
         if self.proto == TCP:
-            return TCP_TIMEOUTS[self.tcp_state]
+            t = tm.tcp[self.tcp_state]
+            # Like Linux: until the reply direction was seen (a connection picked up
+            # mid-stream by a lone ACK), no state holds longer than "unacknowledged".
+            return t if self.seen_reply or t <= tm.unacknowledged else tm.unacknowledged
         if self.proto == UDP:
-            return UDP_STREAM_TIMEOUT if self.seen_reply else UDP_TIMEOUT
+            return tm.udp_stream if self.seen_reply else tm.udp
         if self.proto in (ICMP, ICMPV6):
-            return ICMP_TIMEOUT
-        return GENERIC_TIMEOUT
+            return tm.icmp
+        return tm.other
 
     def expires_at(self) -> float:
         return self.last_seen + self.timeout

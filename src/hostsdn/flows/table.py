@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 
 from hostsdn.direction import Direction
-from hostsdn.flows.conntrack import DROP_FLOW_TIMEOUT, Connection, Side
+from hostsdn.flows.conntrack import Connection, Side
 from hostsdn.flows.keys import KeyDelta
 from hostsdn.flows.nat import NatBinding
 from hostsdn.packet.key import FlowKey
@@ -44,6 +44,8 @@ class DropReason(enum.Enum):
     """An underlay frag-needed about a tunnel packet leaves the inner packet less than
     576 (IPv4) / 1280 (IPv6) bytes, or the inner IPv4 packet had no DF (Linux
     ``iptunnel_pmtud_check_icmp``): no error is built for the inner sender."""
+    FLOW_LIMIT = "flow_limit"
+    """A new connection found the connection limits reached and nothing to evict."""
 
 
 class OffloadState(enum.Enum):
@@ -120,11 +122,13 @@ class ConnEntry(Connection):
     ``EDGE_OUT`` / ``EDGE_IN`` for its entries in ``PortTables.edge_out`` / ``edge_in``."""
     nat_bindings: tuple[NatBinding, ...] = ()
     drop_only: bool = False
+    timer_at: float = 0.0
+    """When the switch's timer will look at this connection next."""
 
     @property
     def timeout(self) -> float:
         if self.drop_only:
-            return DROP_FLOW_TIMEOUT
+            return self.timeouts.drop
         return Connection.timeout.fget(self)  # type: ignore[attr-defined, no-any-return]
 
 

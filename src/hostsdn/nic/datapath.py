@@ -77,6 +77,10 @@ class DatapathSummary:
     nic_idle_removed: int
     malformed: dict[str, int]
     """Malformed frames by ``packet.malformed.Reason``."""
+    connections_evicted: int = 0
+    """Connections evicted to make room at the connection limits (``pm.Limits``)."""
+    connections_refused: int = 0
+    """New connections refused at the limits (dropped ``flow_limit``)."""
 
     def to_json(self) -> dict[str, Any]:
         """The summary as a JSON object (a fresh dict: callers may add their own keys)."""
@@ -283,6 +287,8 @@ class Datapath:
             flows_created=self.switch.counters["flows_created"],
             flows_active=self.switch.flow_count(),
             connections_created=self.switch.counters["connections_created"],
+            connections_evicted=self.switch.counters["connections_evicted"],
+            connections_refused=self.switch.counters["connections_refused"],
             nic=self.options.nic,
             nic_hits=nic_hits,
             exceptions=exceptions,

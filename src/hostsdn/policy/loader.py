@@ -83,11 +83,13 @@ from hostsdn.policy.model import (
     ALLOW,
     BLOCK,
     DECAP,
+    DEFAULT_TIMEOUTS,
     MAX_DSCP,
     MAX_PORT,
     MAX_PRIORITY,
     MAX_VID,
     MAX_VNI,
+    TIMEOUT_KEYS,
     Action,
     DefaultAction,
     Dnat,
@@ -96,6 +98,7 @@ from hostsdn.policy.model import (
     IpInterface,
     IpPrefix,
     Layer,
+    Limits,
     MappingEntry,
     Match,
     Meter,
@@ -595,6 +598,14 @@ def _burst(value: Any) -> float:
     return _positive(value, "meter burst")
 
 
+def _seconds(value: Any) -> float:
+    return _positive(value, "a timeout")
+
+
+def _limit(value: Any) -> int:
+    return _int_in(value, 1, 1 << 31, "limit")
+
+
 def _default_action(value: Any) -> DefaultAction:
     if value not in ("allow", "block"):
         raise _bad(f"expected allow or block, got {_describe(value)}")
@@ -737,12 +748,53 @@ class _RuleSpec(_Spec):
                       BeforeValidator(_action_list)]
 
 
+Seconds = Annotated[float | None, PlainValidator(_seconds)]
+_DEFAULT_LIMITS = Limits()
+
+
+class _TcpTimeoutsSpec(_Spec):
+    syn_sent: Seconds = None
+    syn_recv: Seconds = None
+    established: Seconds = None
+    fin_wait: Seconds = None
+    close_wait: Seconds = None
+    last_ack: Seconds = None
+    time_wait: Seconds = None
+    close: Seconds = None
+    unacknowledged: Seconds = None
+
+
+class _TimeoutsSpec(_Spec):
+    tcp: _TcpTimeoutsSpec | None = None
+    udp: Seconds = None
+    udp_stream: Seconds = None
+    icmp: Seconds = None
+    other: Seconds = None
+    drop: Seconds = None
+
+    def pairs(self) -> tuple[tuple[str, float], ...]:
+        """``(Timeouts field, seconds)`` of the keys given."""
+        out = [(name, value) for name in TIMEOUT_KEYS[""]
+               if (value := getattr(self, name)) is not None]
+        if self.tcp is not None:
+            out += [("tcp_" + name, value) for name in TIMEOUT_KEYS["tcp"]
+                    if (value := getattr(self.tcp, name)) is not None]
+        return tuple(out)
+
+
+class _LimitsSpec(_Spec):
+    connections: Annotated[int, PlainValidator(_limit)] = _DEFAULT_LIMITS.connections
+    connections_per_port: Annotated[int, PlainValidator(_limit)] = \
+        _DEFAULT_LIMITS.connections_per_port
+
+
 class _LayerSpec(_Spec):
     name: Name
     stateful: bool = False
     default: Annotated[DefaultAction, PlainValidator(_default_action)] = DefaultAction.ALLOW
     outbound: list[_RuleSpec] = Field(default_factory=list)
     inbound: list[_RuleSpec] = Field(default_factory=list)
+    timeouts: _TimeoutsSpec | None = None
 
 
 class _MappingEntrySpec(_Spec):
@@ -756,6 +808,8 @@ class _PolicySpec(_Spec):
     ports: list[_PortSpec] = Field(default_factory=list)
     layers: list[_LayerSpec] = Field(default_factory=list)
     mappings: dict[str, dict[str, _MappingEntrySpec]] = Field(default_factory=dict)
+    timeouts: _TimeoutsSpec | None = None
+    limits: _LimitsSpec | None = None
 
 
 def _strip_annotation(tp: Any) -> Any:
@@ -1017,7 +1071,8 @@ class _Builder:
                                              actions, self.line(loc)))
         return Layer(spec.name, spec.stateful, spec.default,
                      tuple(lists[Direction.OUT]), tuple(lists[Direction.IN]),
-                     self.line(("layers", i)))
+                     self.line(("layers", i)),
+                     spec.timeouts.pairs() if spec.timeouts is not None else ())
 
     def mappings(self, spec: Mapping[str, Mapping[str, _MappingEntrySpec]],
                  uplink_version: int) -> dict[str, VnetMap]:
@@ -1107,7 +1162,12 @@ class _Builder:
         self.raise_first()
         ports = self.ports(spec.ports, layers, uplink)
         self.raise_first()
-        return Policy(uplink, ports, layers, mappings, source, spec.version)
+        timeouts = DEFAULT_TIMEOUTS.overridden(spec.timeouts.pairs()) \
+            if spec.timeouts is not None else DEFAULT_TIMEOUTS
+        limits = Limits() if spec.limits is None else Limits(
+            spec.limits.connections, spec.limits.connections_per_port)
+        return Policy(uplink, ports, layers, mappings, source, spec.version,
+                      timeouts=timeouts, limits=limits)
 
 
 def _validation_error(exc: ValidationError, spec: type[BaseModel], locator: _Locator,

@@ -341,6 +341,72 @@ class Rule:
         return bool(self.actions) and isinstance(self.actions[-1], Block)
 
 
+TIMEOUT_KEYS: dict[str, tuple[str, ...]] = {
+    "tcp": ("syn_sent", "syn_recv", "established", "fin_wait", "close_wait", "last_ack",
+            "time_wait", "close", "unacknowledged"),
+    "": ("udp", "udp_stream", "icmp", "other", "drop"),
+}
+"""The keys of a ``timeouts`` block: ``tcp.<state>`` and the flat ones."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Idle timeouts of tracked connections, in seconds.  The defaults are Linux's
+    (``net.netfilter.nf_conntrack_*_timeout*``), ``drop`` is ours."""
+
+    tcp_syn_sent: float = 120.0
+    """A SYN seen, no answer yet (also a connection in no TCP state yet)."""
+    tcp_syn_recv: float = 60.0
+    """SYN-ACK seen."""
+    tcp_established: float = 432000.0
+    """Handshake done (5 days)."""
+    tcp_fin_wait: float = 120.0
+    """A FIN seen."""
+    tcp_close_wait: float = 60.0
+    """FIN acknowledged, waiting for the other FIN."""
+    tcp_last_ack: float = 30.0
+    """Both FINs seen, waiting for the last ACK."""
+    tcp_time_wait: float = 120.0
+    """Closed by FINs."""
+    tcp_close: float = 10.0
+    """Reset."""
+    tcp_unacknowledged: float = 300.0
+    """Cap on every TCP state until a packet was seen in the reply direction (Linux
+    ``nf_conntrack_tcp_timeout_unacknowledged``): a connection picked up mid-stream by a
+    lone ACK does not hold a 5-day pinhole."""
+    udp: float = 30.0
+    """UDP, no reply seen yet."""
+    udp_stream: float = 120.0
+    """UDP with traffic seen both ways."""
+    icmp: float = 30.0
+    """ICMP and ICMPv6."""
+    other: float = 600.0
+    """Other IP protocols, non-IP frames and non-first fragments."""
+    drop: float = 30.0
+    """A cached drop verdict (a flow whose packets are blocked)."""
+
+    def overridden(self, pairs: tuple[tuple[str, float], ...]) -> Timeouts:
+        """These timeouts with the given ``(field, seconds)`` replaced."""
+        return replace(self, **dict(pairs)) if pairs else self
+
+
+DEFAULT_TIMEOUTS = Timeouts()
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How many connections the host tracks (each holds its flows).  At a limit, a
+    new connection first evicts the oldest connection of the same port that has not
+    seen a reply (embryonic, like Linux's early_drop; for the global limit: of the port
+    holding the most connections); when there is none, it is refused (``flow_limit``).
+    Connections with replies are never evicted to make room."""
+
+    connections: int = 200_000
+    """All ports together (Open vSwitch's default ``flow-limit`` is 200,000)."""
+    connections_per_port: int = 100_000
+    """One port (half the global limit: one VM alone cannot fill the host's table)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Layer:
     """A named rule set; ports stack layers top (VM side) to bottom (wire side)."""
@@ -357,6 +423,9 @@ class Layer:
     """Rules for traffic towards the VM, in file order."""
     line: int | None = None
     """1-based line of the layer in the policy file."""
+    timeouts: tuple[tuple[str, float], ...] = ()
+    """``(Timeouts field, seconds)`` for the connections this layer tracks; where
+    several layers of a connection set one, the shortest applies."""
 
     def rules(self, direction: Direction) -> tuple[Rule, ...]:
         """The rule list of ``direction``."""
@@ -443,6 +512,10 @@ class Policy:
     """File name the policy was loaded from."""
     version: int = 1
     """Format version of the file."""
+    timeouts: Timeouts = DEFAULT_TIMEOUTS
+    """Idle timeouts of every connection (layers may shorten them)."""
+    limits: Limits = Limits()
+    """Connection limits."""
 
     def port(self, name: str) -> Port:
         """The port called ``name`` (KeyError when there is none)."""
@@ -473,4 +546,4 @@ def port_config(policy: Policy, name: str) -> tuple[object, ...]:
         (m, tuple(sorted((k, replace(e, line=None)) for k, e in policy.mappings[m].entries.items()
                          ) if m in policy.mappings else ()))
         for m in maps)
-    return (port, layers, mappings, policy.uplink)
+    return (port, layers, mappings, policy.uplink, policy.timeouts)

@@ -1,0 +1,219 @@
+"""Bounded state (issue 9, section 5): connection limits with early drop, configurable
+idle timeouts, the unacknowledged cap on TCP connections picked up mid-stream."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from fidelity import assert_same
+from frames import DB, DB_MAC, ROUTER_MAC, UPLINK_MAC, VM_GW_MAC, WEB, WEB_MAC, tcp, udp
+from hostsdn.errors import PolicyError
+from hostsdn.flows.table import DropReason
+from hostsdn.policy.loader import load_policy_text
+from hostsdn.switch import UPLINK, Switch
+
+FAR = "198.51.100.7"
+
+POLICY = f"""\
+version: 1
+uplink: {{mac: "{UPLINK_MAC}", ip: 192.0.2.1, gateway_mac: "{ROUTER_MAC}"}}
+@LIMITS@
+@TIMEOUTS@
+ports:
+  - {{name: web, mac: "{WEB_MAC}", ips: ["{WEB}/24"], layers: [acl]}}
+  - {{name: db, mac: "{DB_MAC}", ips: ["{DB}/24"], layers: [acl]}}
+layers:
+  - name: acl
+    stateful: true
+    default: block
+    outbound:
+      - {{priority: 10, match: {{proto: [tcp, udp]}}, action: allow}}
+@LAYER@
+"""
+
+
+def policy(limits="", timeouts="", layer_timeouts=""):
+    text = POLICY.replace("@LIMITS@", limits).replace("@TIMEOUTS@", timeouts)
+    return load_policy_text(text.replace("@LAYER@", layer_timeouts), "limits.yaml")
+
+
+def syn(mac, src, sport, dst=FAR, dport=80):
+    return tcp(mac, VM_GW_MAC, src, dst, sport, dport, "S")
+
+
+def handshake(sw, mac, port, src, sport, t):
+    """An established connection from ``port``: SYN, SYN-ACK, ACK."""
+    assert sw.receive(tcp(mac, VM_GW_MAC, src, FAR, sport, 443, "S"), port, t).outputs
+    assert sw.receive(tcp(ROUTER_MAC, mac, FAR, src, 443, sport, "SA"), UPLINK, t).outputs
+    assert sw.receive(tcp(mac, VM_GW_MAC, src, FAR, sport, 443, "A"), port, t).outputs
+
+
+def data_both_ways(sw, mac, port, src, sport, t):
+    out = sw.receive(tcp(mac, VM_GW_MAC, src, FAR, sport, 443, "PA", b"x"), port, t)
+    back = sw.receive(tcp(ROUTER_MAC, mac, FAR, src, 443, sport, "PA", b"y"), UPLINK, t)
+    return bool(out.outputs) and bool(back.outputs)
+
+
+def test_defaults_are_documented_values():
+    p = policy()
+    assert (p.limits.connections, p.limits.connections_per_port) == (200_000, 100_000)
+    assert p.timeouts.tcp_established == 432000 and p.timeouts.udp == 30
+    assert p.timeouts.tcp_unacknowledged == 300
+
+
+def test_a_syn_flood_evicts_its_own_embryonic_connections_not_established_ones():
+    sw = Switch(policy("limits: {connections: 100, connections_per_port: 10}"))
+    handshake(sw, WEB_MAC, "web", WEB, 40000, 1.0)
+    handshake(sw, DB_MAC, "db", DB, 40001, 1.0)
+    rng = random.Random(7)
+    for i in range(2000):
+        res = sw.receive(syn(WEB_MAC, WEB, rng.randrange(1024, 65536),
+                             f"198.51.{rng.randrange(256)}.{rng.randrange(256)}"),
+                         "web", 2.0 + i * 1e-3)
+        assert res.outputs                      # each SYN evicts an older one
+    assert sw.ports["web"].conn_count == 10
+    assert sw.counters["connections_evicted"] >= 1990
+    assert data_both_ways(sw, WEB_MAC, "web", WEB, 40000, 5.0)   # established: kept
+    assert data_both_ways(sw, DB_MAC, "db", DB, 40001, 5.0)
+
+
+def test_a_port_full_of_established_connections_refuses_with_flow_limit():
+    sw = Switch(policy("limits: {connections: 100, connections_per_port: 3}"))
+    for sport in (40000, 40001, 40002):
+        handshake(sw, WEB_MAC, "web", WEB, sport, 1.0)
+    res = sw.receive(syn(WEB_MAC, WEB, 40003), "web", 2.0)
+    assert res.drop_reason is DropReason.FLOW_LIMIT
+    assert sw.drop_reasons["flow_limit"] == 1
+    assert data_both_ways(sw, WEB_MAC, "web", WEB, 40001, 2.0)
+    # another port is not limited by web's connections
+    assert sw.receive(syn(DB_MAC, DB, 40003), "db", 2.0).outputs
+
+
+def test_the_global_limit_evicts_from_the_port_holding_most():
+    sw = Switch(policy("limits: {connections: 20, connections_per_port: 20}"))
+    handshake(sw, DB_MAC, "db", DB, 40001, 1.0)
+    sw.receive(syn(DB_MAC, DB, 50000), "db", 1.0)            # db: one embryonic too
+    for i in range(100):
+        assert sw.receive(syn(WEB_MAC, WEB, 10000 + i), "web", 2.0 + i).outputs
+    assert sw.conn_count == 20
+    assert sw.ports["db"].conn_count == 2                    # db's were not taken
+    assert sw.receive(syn(DB_MAC, DB, 50001), "db", 200.0).outputs   # nor its room
+
+
+def test_expired_and_evicted_connections_give_their_room_back():
+    sw = Switch(policy("limits: {connections: 5, connections_per_port: 5}"))
+    for i in range(5):
+        sw.receive(udp(WEB_MAC, VM_GW_MAC, WEB, FAR, 1000 + i, 53), "web", 1.0)
+    assert sw.conn_count == 5
+    sw.handle_timeout(100.0)
+    assert sw.conn_count == 0 and sw.ports["web"].conn_count == 0
+    for i in range(5):
+        assert sw.receive(udp(WEB_MAC, VM_GW_MAC, WEB, FAR, 2000 + i, 53), "web", 101).outputs
+
+
+def test_the_flood_table_stays_bounded_over_many_connections():
+    sw = Switch(policy("limits: {connections: 50, connections_per_port: 50}"))
+    for i in range(20000):
+        sw.receive(syn(WEB_MAC, WEB, 1024 + i % 60000, f"10.9.{i >> 8 & 255}.{i & 255}"),
+                   "web", 1.0 + i * 1e-4)
+    assert sw.conn_count == 50
+    assert sw.flow_count() <= 2 * 50
+    assert len(sw.ports["web"].embryonic) <= 2 * 50 + 64
+
+
+def test_limits_are_the_same_whatever_the_offload():
+    p = policy("limits: {connections: 8, connections_per_port: 4}")
+    frames = []
+    t = 1.0
+    for sport in (40000, 40001):
+        frames += [(t, tcp(WEB_MAC, VM_GW_MAC, WEB, FAR, sport, 443, "S"), "web"),
+                   (t, tcp(ROUTER_MAC, WEB_MAC, FAR, WEB, 443, sport, "SA"), UPLINK),
+                   (t, tcp(WEB_MAC, VM_GW_MAC, WEB, FAR, sport, 443, "A"), "web")]
+    for i in range(30):
+        t += 0.5
+        frames.append((t, udp(WEB_MAC, VM_GW_MAC, WEB, FAR, 2000 + i, 53), "web"))
+        frames.append((t, udp(ROUTER_MAC, WEB_MAC, FAR, WEB, 53, 2000 + i), UPLINK))
+        frames.append((t, syn(WEB_MAC, WEB, 3000 + i), "web"))
+        frames.append((t, tcp(WEB_MAC, VM_GW_MAC, WEB, FAR, 40000 + i % 2, 443, "PA", b"d"),
+                       "web"))
+        frames.append((t, tcp(ROUTER_MAC, WEB_MAC, FAR, WEB, 443, 40000 + i % 2, "PA", b"e"),
+                       UPLINK))
+        frames.append((t, udp(ROUTER_MAC, WEB_MAC, FAR, WEB, 53, 2000 + i // 2), UPLINK))
+    ref, _ = assert_same(p, frames)
+    assert ref["drop_reasons"].get("flow_limit", 0) > 0
+
+
+# -- timeouts -------------------------------------------------------------------------
+
+def test_udp_timeout_from_the_policy():
+    sw = Switch(policy(timeouts="timeouts: {udp: 5}"))
+    q = udp(WEB_MAC, VM_GW_MAC, WEB, FAR, 1000, 53)
+    a = udp(ROUTER_MAC, WEB_MAC, FAR, WEB, 53, 1000)
+    sw.receive(q, "web", 1.0)
+    assert sw.receive(a, UPLINK, 5.5).outputs          # within 5 s of the query
+    sw2 = Switch(policy(timeouts="timeouts: {udp: 5}"))
+    sw2.receive(q, "web", 1.0)
+    assert sw2.receive(a, UPLINK, 6.5).drop_reason is DropReason.BLOCKED
+
+
+def test_a_layer_shortens_the_timeouts_of_its_connections():
+    sw = Switch(policy(layer_timeouts="    timeouts: {tcp: {established: 50}}"))
+    handshake(sw, WEB_MAC, "web", WEB, 40000, 1.0)
+    assert data_both_ways(sw, WEB_MAC, "web", WEB, 40000, 40.0)
+    reply = tcp(ROUTER_MAC, WEB_MAC, FAR, WEB, 443, 40000, "PA", b"late")
+    assert sw.receive(reply, UPLINK, 91.0).drop_reason is DropReason.BLOCKED
+
+
+def test_a_layer_value_replaces_the_policy_value():
+    sw = Switch(policy(timeouts="timeouts: {udp: 5}", layer_timeouts="    timeouts: {udp: 60}"))
+    sw.receive(udp(WEB_MAC, VM_GW_MAC, WEB, FAR, 1000, 53), "web", 1.0)
+    assert sw.receive(udp(ROUTER_MAC, WEB_MAC, FAR, WEB, 53, 1000), UPLINK, 50.0).outputs
+
+
+def test_a_closing_connection_expires_on_its_shorter_timeout():
+    sw = Switch(policy(timeouts="timeouts: {tcp: {close: 3}}"))
+    handshake(sw, WEB_MAC, "web", WEB, 40000, 1.0)
+    sw.receive(tcp(WEB_MAC, VM_GW_MAC, WEB, FAR, 40000, 443, "R"), "web", 2.0)
+    late = tcp(ROUTER_MAC, WEB_MAC, FAR, WEB, 443, 40000, "A", b"late")
+    assert sw.receive(late, UPLINK, 6.0).drop_reason is DropReason.BLOCKED
+
+
+def test_a_lone_ack_opens_no_five_day_pinhole():
+    sw = Switch(policy())
+    ack = tcp(WEB_MAC, VM_GW_MAC, WEB, FAR, 40000, 443, "A", b"mid-stream")
+    assert sw.receive(ack, "web", 1.0).outputs           # loose pick-up, like Linux
+    reply = tcp(ROUTER_MAC, WEB_MAC, FAR, WEB, 443, 40000, "A", b"r")
+    assert sw.receive(reply, UPLINK, 1.0 + 299).outputs  # inside the 300 s cap
+    # the reply was seen: an established connection now, 5 days
+    assert sw.receive(reply, UPLINK, 1.0 + 299 + 86400).outputs
+
+
+def test_an_unanswered_lone_ack_expires_after_the_unacknowledged_timeout():
+    sw = Switch(policy())
+    ack = tcp(WEB_MAC, VM_GW_MAC, WEB, FAR, 40000, 443, "A", b"mid-stream")
+    sw.receive(ack, "web", 1.0)
+    sw.receive(ack, "web", 200.0)                         # more, still one-way
+    reply = tcp(ROUTER_MAC, WEB_MAC, FAR, WEB, 443, 40000, "A", b"r")
+    assert sw.receive(reply, UPLINK, 200.0 + 301).drop_reason is DropReason.BLOCKED
+
+
+def test_a_handshake_is_not_capped():
+    sw = Switch(policy(timeouts="timeouts: {tcp: {unacknowledged: 10}}"))
+    handshake(sw, WEB_MAC, "web", WEB, 40000, 1.0)
+    assert data_both_ways(sw, WEB_MAC, "web", WEB, 40000, 1000.0)
+
+
+@pytest.mark.parametrize("text, field", [
+    ("timeouts: {udp: 0}", "timeouts.udp"),
+    ("timeouts: {tcp: {estblished: 5}}", "timeouts.tcp.estblished"),
+    ("timeouts: {udp: .inf}", "timeouts.udp"),
+    ("limits: {connections: 0}", "limits.connections"),
+    ("limits: {connections_per_port: 1.5}", "limits.connections_per_port"),
+    ("limits: {flows: 5}", "limits.flows"),
+])
+def test_bad_limits_and_timeouts_name_the_field(text, field):
+    with pytest.raises(PolicyError) as err:
+        policy(text)
+    assert err.value.field == field and err.value.line == 3
