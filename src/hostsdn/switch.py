@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
@@ -741,9 +742,16 @@ class Switch:
                 [cast(dict[FlowKey, LayerConn], CowMap(c, copier)) for c in t.layer_conns],
                 edge_out=cast(dict[FlowKey, LayerConn], CowMap(t.edge_out, copier)),
                 edge_in=cast(dict[FlowKey, LayerConn], CowMap(t.edge_in, copier)))
-            sh.ports[name] = PortState(ps.port, ps.layers, tables, ps.generation)
+            sh.ports[name] = PortState(ps.port, ps.layers, tables, ps.generation,
+                                       ps.conn_count,
+                                       _ShadowCandidates(ps.embryonic, copier),  # type: ignore[arg-type]
+                                       dict(ps.timeouts))
         sh._by_mac = {p.port.mac: p for p in sh.ports.values()}
         sh._by_ip = {k: sh.ports[p.port.name] for k, p in self._by_ip.items()}
+        sh._gone_ports = {}
+        sh.conn_count = self.conn_count
+        sh._timeouts = self._timeouts
+        sh.limits = self.limits
         sh.policy = self.policy
         sh.walker = Walker(self.policy, sh.meters, sh.snat)
         return sh
@@ -785,3 +793,31 @@ class Switch:
     def flow_count(self) -> int:
         return sum(len(ps.tables.out_flows) + len(ps.tables.in_flows)
                    for ps in self.ports.values())
+
+
+class _ShadowCandidates:
+    """A shadow port's eviction candidates: the real port's list read from the left
+    without changing it, each connection handed out as its shadow copy."""
+
+    def __init__(self, base: deque[ConnEntry], copier: Shadow) -> None:
+        self._base = base
+        self._next = 0
+        self._copier = copier
+        self._added: deque[ConnEntry] = deque()
+
+    def popleft(self) -> ConnEntry:
+        if self._next < len(self._base):
+            self._next += 1
+            return self._copier(self._base[self._next - 1])
+        return self._added.popleft()
+
+    def append(self, conn: ConnEntry) -> None:
+        self._added.append(conn)
+
+    def __len__(self) -> int:
+        return len(self._base) - self._next + len(self._added)
+
+    def __iter__(self) -> Iterator[ConnEntry]:
+        for i in range(self._next, len(self._base)):
+            yield self._copier(self._base[i])
+        yield from self._added

@@ -48,6 +48,9 @@ class _Pool:
     """Ports of the range freed since the pointer passed them (may be taken again meanwhile
     by a connection that kept its own port: checked when popped)."""
 
+    def copy(self) -> _Pool:
+        return _Pool(self.lo, self.hi, self.fresh, list(self.released))
+
 
 @dataclass(slots=True)
 class SnatAllocator:
@@ -55,7 +58,8 @@ class SnatAllocator:
 
     _used: dict[tuple[int, int, int, int, int, int], int] = field(default_factory=dict)
     _pools: dict[tuple[Base, int, int], _Pool] = field(default_factory=dict)
-    _pools_of: dict[Base, list[_Pool]] = field(default_factory=dict)
+    _ranges_of: dict[Base, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    """The ranges of a ``Base`` that have a pool (looked up on release)."""
     exhausted: int = 0
     """Allocations refused because every port of the range was in use."""
 
@@ -70,7 +74,7 @@ class SnatAllocator:
         pool = self._pools.get((base, lo, hi))
         if pool is None:
             pool = self._pools[(base, lo, hi)] = _Pool(lo, hi, lo)
-            self._pools_of.setdefault(base, []).append(pool)
+            self._ranges_of[base] = (*self._ranges_of.get(base, ()), (lo, hi))
         released = pool.released
         while released:
             port = released.pop()
@@ -95,13 +99,14 @@ class SnatAllocator:
         if not n:
             return
         del self._used[b]
-        pools = self._pools_of.get((b.proto, b.ip_version, b.nat_ip, b.remote_ip,
-                                    b.remote_port))
-        if pools is None:
+        base = (b.proto, b.ip_version, b.nat_ip, b.remote_ip, b.remote_port)
+        ranges = self._ranges_of.get(base)
+        if ranges is None:
             return
         port = b.port
-        for pool in pools:
-            if pool.lo <= port < pool.fresh:   # ports >= fresh are found by the pointer
+        for lo, hi in ranges:
+            pool = self._pools[(base, lo, hi)]
+            if lo <= port < pool.fresh:         # ports >= fresh are found by the pointer
                 pool.released.append(port)
 
     def release(self, *, proto: int, ip_version: int, nat_ip: int, remote_ip: int,
@@ -114,7 +119,8 @@ class SnatAllocator:
         ``hostsdn.flows.overlay``)."""
         from hostsdn.flows.overlay import CowMap
 
-        return SnatAllocator(CowMap(self._used), CowMap(self._cursor))  # type: ignore[arg-type]
+        return SnatAllocator(CowMap(self._used), CowMap(self._pools, _Pool.copy),  # type: ignore[arg-type]
+                             CowMap(self._ranges_of), self.exhausted)  # type: ignore[arg-type]
 
     def in_use(self) -> int:
         return len(self._used)

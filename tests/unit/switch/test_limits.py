@@ -217,3 +217,24 @@ def test_bad_limits_and_timeouts_name_the_field(text, field):
     with pytest.raises(PolicyError) as err:
         policy(text)
     assert err.value.field == field and err.value.line == 3
+
+
+def test_trace_at_the_limits_evicts_in_its_shadow_only():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "property"))
+    from test_trace import check_trace_agrees
+
+    from hostsdn.nic.datapath import Datapath, DatapathOptions
+
+    p = policy("limits: {connections: 6, connections_per_port: 3}")
+    with Datapath(p, DatapathOptions(cache_size=2, eviction="fifo")) as dp:
+        t = 1.0
+        for i in range(12):
+            t += 1
+            check_trace_agrees(dp, syn(WEB_MAC, WEB, 3000 + i), "web", t)
+            check_trace_agrees(dp, udp(DB_MAC, VM_GW_MAC, DB, FAR, 2000 + i, 53), "db", t)
+            check_trace_agrees(dp, udp(ROUTER_MAC, DB_MAC, FAR, DB, 53, 2000 + i), UPLINK, t)
+        assert dp.switch.counters["connections_evicted"] > 0
+        assert dp.drop_reasons["flow_limit"] > 0
