@@ -10,8 +10,6 @@ the *key*; at the end the difference between the first and the last key is the f
 
 from __future__ import annotations
 
-import struct
-import zlib
 from dataclasses import dataclass, field
 
 from hostsdn.direction import Direction
@@ -129,14 +127,6 @@ class TemplateFactory:
         return t
 
 
-def entropy_port(inner: FlowKey) -> int:
-    """VXLAN outer UDP source port: a stable hash of the inner flow (RFC 7348 sec. 5)."""
-    h = zlib.crc32(struct.pack("!QQ6s6sBHH", inner.src_ip & (2**64 - 1), inner.dst_ip & (2**64 - 1),
-                               inner.src_mac, inner.dst_mac, inner.proto, inner.src_port,
-                               inner.dst_port))
-    return 49152 + (h % 16384)
-
-
 class Walker:
     """Runs keys through layers.  Holds what the actions need besides the key."""
 
@@ -159,9 +149,10 @@ class Walker:
         inner = key._replace(dst_mac=entry.mac, vni=NO_VNI, inner=None)
         res.pushed = True
         tunnel = tunnel_for(action.kind.value, entry.pa_version)
+        # the outer source port (entropy of the inner flow) and DSCP (the inner one) are
+        # filled in per packet by apply_transposition: 0 in the key and the template
         return tunnel.outer_key(src_mac=up.mac, dst_mac=up.gateway_mac, src_ip=up.ip,
-                                dst_ip=entry.pa, vni=action.vni,
-                                src_port=entropy_port(inner), inner=inner)
+                                dst_ip=entry.pa, vni=action.vni, src_port=0, inner=inner)
 
     def _snat(self, key: FlowKey, a: pm.Snat, res: WalkResult) -> FlowKey | None:
         if key.ip_version != a.version:

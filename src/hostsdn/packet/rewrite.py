@@ -39,9 +39,13 @@ operations is part of the contract:
    header: only its IP header changes.  A first fragment's L4 checksum (which covers
    the whole datagram) is updated like any other.
 3. **encap** - prepend ``t.encap`` (a ``build_vxlan_template``/``build_nvgre_template``
-   result) and fill its lengths: outer IPv4 total length and full header checksum;
-   IPv6 payload length; UDP length with checksum 0 over IPv4 or a full checksum (0 ->
-   0xFFFF) over IPv6.  GRE templates get their IP fields only.
+   result) and fill in, from the frame being encapsulated (after the rewrites):
+   the outer TOS / traffic class = the inner one (DSCP copied; ECN copied, CE
+   included: RFC 6040 sec. 4.1 normal mode; 0 for a non-IP frame); for VXLAN the
+   UDP source port = ``tunnel.entropy_port`` of ``tunnel.entropy_input`` of the inner
+   frame (RFC 7348 sec. 5); then the lengths: outer IPv4 total length and full header
+   checksum; IPv6 payload length; UDP length with checksum 0 over IPv4 or a full
+   checksum (0 -> 0xFFFF) over IPv6.  GRE templates get their IP fields only.
 """
 
 from __future__ import annotations
@@ -60,8 +64,9 @@ from .constants import (
     VXLAN_PORT,
 )
 from .fastpath import TUNNEL_NONE, _walk
-from .key import FRAG_FIRST, FRAG_LATER
+from .key import FRAG_FIRST, FRAG_LATER, FRAG_NONE
 from .transposition import Transposition
+from .tunnel import entropy_input, entropy_port
 
 __all__ = ["apply_transposition", "encap_inner_offset", "inner_frame_span", "template_layout"]
 
@@ -297,11 +302,34 @@ def template_layout(template: bytes) -> tuple[int, int, int, int]:
     return layout
 
 
+def _inner_tos_and_entropy(frame: bytearray) -> tuple[int, bytes]:
+    """The TOS byte (IPv6: traffic class) of a frame about to be encapsulated, and the
+    bytes its entropy is hashed from (``tunnel.entropy_input``)."""
+    key, l3 = _walk(frame, 0, len(frame), True)[:2]
+    version = key.ip_version
+    if not version:
+        return 0, entropy_input(ip_version=0, src_mac=key.src_mac, dst_mac=key.dst_mac,
+                                ethertype=key.ethertype)
+    tos = frame[l3 + 1] if version == 4 else (frame[l3] & 0xF) << 4 | frame[l3 + 1] >> 4
+    ported = key.proto in (6, 17, 132) and key.frag == FRAG_NONE
+    return tos, entropy_input(ip_version=version, src_ip=key.src_ip, dst_ip=key.dst_ip,
+                              proto=key.proto, src_port=key.src_port if ported else 0,
+                              dst_port=key.dst_port if ported else 0)
+
+
 def _encap(template: bytes, frame: bytearray) -> bytes:
     kind, version, l3, l4 = template_layout(template)
+    tos, flow = _inner_tos_and_entropy(frame)
     out = bytearray(template)
     out += frame
     total = len(out)
+    if version == 4:
+        out[l3 + 1] = tos
+    else:
+        out[l3] = (out[l3] & 0xF0) | tos >> 4
+        out[l3 + 1] = (tos & 0xF) << 4 | (out[l3 + 1] & 0xF)
+    if kind == _ENCAP_UDP:
+        _put16(out, l4, entropy_port(flow))
     if version == 4:
         _put16(out, l3 + 2, total - l3)
         _put16(out, l3 + 10, 0)

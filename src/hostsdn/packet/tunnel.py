@@ -39,6 +39,15 @@ GRE_FLAG_S = 0x1000
 GRE_FLAG_A = 0x0080
 """Acknowledgement present (GRE version 1 only)."""
 
+ENTROPY_PORT_MIN = 49152
+"""Lowest VXLAN outer UDP source port (RFC 7348 sec. 5: the dynamic/private range)."""
+ENTROPY_PORT_SPAN = 16384
+"""Ports 49152..65535."""
+FNV32_OFFSET = 0x811C9DC5
+FNV32_PRIME = 0x01000193
+_ENTROPY_IP = struct.Struct("!16s16sBHH")
+_ENTROPY_L2 = struct.Struct("!6s6sH")
+
 _VXLAN = struct.Struct("!II")
 _GRE = struct.Struct("!HH")
 
@@ -93,6 +102,37 @@ class GreHeader:
         """Bytes on the wire."""
         return 4 + 4 * sum(field is not None
                            for field in (self.checksum, self.key, self.sequence, self.ack))
+
+
+def fnv1a32(data: bytes) -> int:
+    """32-bit FNV-1a of ``data`` (the XDP program computes the same, bpf/hostsdn.bpf.c)."""
+    h = FNV32_OFFSET
+    for byte in data:
+        h = ((h ^ byte) * FNV32_PRIME) & 0xFFFFFFFF
+    return h
+
+
+def entropy_input(*, ip_version: int, src_ip: int = 0, dst_ip: int = 0, proto: int = 0,
+                  src_port: int = 0, dst_port: int = 0, src_mac: bytes = b"",
+                  dst_mac: bytes = b"", ethertype: int = 0) -> bytes:
+    """The bytes the entropy of an encapsulated frame is hashed from.
+
+    IP (4 or 6): source and destination address as 16 big-endian bytes each (an IPv4
+    address in the last 4), the protocol, then source and destination port big-endian
+    (TCP, UDP and SCTP only, and 0 for any fragment, first or not, so that the fragments
+    of a datagram take one path, as Linux's flow hash does; 0 for other protocols): 37
+    bytes.  Other frames: destination MAC, source MAC, ethertype: 14 bytes."""
+    if ip_version:
+        return _ENTROPY_IP.pack(src_ip.to_bytes(16, "big"), dst_ip.to_bytes(16, "big"),
+                                proto, src_port, dst_port)
+    return _ENTROPY_L2.pack(dst_mac, src_mac, ethertype)
+
+
+def entropy_port(data: bytes) -> int:
+    """VXLAN outer UDP source port of an inner flow (RFC 7348 sec. 5): its FNV-1a hash
+    scaled into 49152..65535 the way Linux's ``udp_flow_src_port`` scales ``skb_get_hash``
+    into its range (the high bits of the hash pick the port)."""
+    return ENTROPY_PORT_MIN + ((fnv1a32(data) * ENTROPY_PORT_SPAN) >> 32)
 
 
 def pull_vxlan(data: bytes, offset: int, end: int) -> tuple[VxlanHeader, int]:
@@ -217,11 +257,15 @@ def _outer_l2_l3(src_mac: bytes | str, dst_mac: bytes | str, src_ip: int, dst_ip
 
 
 def build_vxlan_template(*, src_mac: bytes | str, dst_mac: bytes | str, src_ip: int,
-                         dst_ip: int, ip_version: int, src_port: int, vni: int, tos: int = 0,
-                         ttl: int = 64, vlan: int | None = None) -> bytes:
+                         dst_ip: int, ip_version: int, src_port: int = 0, vni: int,
+                         tos: int = 0, ttl: int = 64, vlan: int | None = None) -> bytes:
     """Outer Ethernet/IP/UDP/VXLAN headers for an encap: 50 bytes over IPv4, 70 over IPv6.
 
-    IPv4: identification 0, DF set.  Lengths and checksums are 0 (filled per packet).
+    IPv4: identification 0, DF set, TTL ``ttl`` (64: the underlay's hop count does not
+    inherit the tenant's).  Lengths and checksums are 0, and the UDP source port and the
+    TOS / traffic class are overwritten per packet by ``apply_transposition`` (entropy
+    of the inner flow, the inner TOS): ``src_port`` and ``tos`` only show in the
+    template itself.
     """
     l2l3 = _outer_l2_l3(src_mac, dst_mac, src_ip, dst_ip, ip_version, IPPROTO_UDP, tos, ttl,
                         vlan)
