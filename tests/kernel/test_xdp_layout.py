@@ -127,6 +127,17 @@ def test_constants_equal_the_header() -> None:
     assert c_reasons == {r.name: r.value for r in Reason}
 
 
+def test_entropy_constants_equal_the_hosts() -> None:
+    from hostsdn.packet import tunnel
+
+    defines = _defines()
+    assert defines["ENTROPY_PORT_MIN"] == tunnel.ENTROPY_PORT_MIN
+    assert defines["ENTROPY_PORT_SPAN"] == tunnel.ENTROPY_PORT_SPAN
+    assert defines["FNV32_OFFSET"] == tunnel.FNV32_OFFSET
+    assert defines["FNV32_PRIME"] == tunnel.FNV32_PRIME
+    assert defines["ENTROPY_INPUT_LEN"] == len(tunnel.entropy_input(ip_version=4))
+
+
 # ----------------------------------------------------------------- encoding
 
 @pytest.mark.parametrize("name", list(KEY_FRAMES))

@@ -499,14 +499,82 @@ static __always_inline int apply_rewrites(struct xdp_md *ctx, const struct flow_
 	return 0;
 }
 
-/* Push the 50-byte Ethernet+IPv4+UDP+VXLAN template and fill its lengths/checksum. */
-static __always_inline int push_encap(struct xdp_md *ctx, const struct flow_action *act)
+/*
+ * What an encap takes from the frame it encapsulates (hostsdn.packet.rewrite._encap):
+ * the TOS / traffic class, copied to the outer header (DSCP and ECN, CE included:
+ * RFC 6040 normal mode), and the VXLAN outer UDP source port, the entropy of the inner
+ * flow (RFC 7348 sec. 5): FNV-1a over tunnel.entropy_input (16-byte source and
+ * destination address, protocol, TCP/UDP ports; fragments never get here) scaled
+ * into 49152..65535 by the hash's high bits.  Read after the rewrites, at the level
+ * the rewrites applied to.  Returns 0 or -1 (headers not where parse_level saw them).
+ */
+static __always_inline int inner_entropy(struct xdp_md *ctx, struct scratch *s,
+					 __be16 *sport, __u8 *tos)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct level_info *lv = &s->lv[s->cur & 1];
+	__u8 in[ENTROPY_INPUT_LEN];
+	__u32 l3, l4, h = FNV32_OFFSET;
+	__u8 *b;
+
+	__builtin_memset(in, 0, sizeof(in));
+	l3 = (__u32)lv->l3_off - s->base;
+	if (l3 > MAX_HDR_OFF)
+		return -1;
+	b = data + bound_off(l3);
+	if (lv->ip_version == 4) {
+		struct iphdr *iph = (struct iphdr *)b;
+
+		if ((void *)(iph + 1) > data_end)
+			return -1;
+		__builtin_memcpy(in + 12, &iph->saddr, 4);
+		__builtin_memcpy(in + 28, &iph->daddr, 4);
+		*tos = iph->tos;
+	} else {
+		struct ipv6hdr *ip6h = (struct ipv6hdr *)b;
+
+		if ((void *)(ip6h + 1) > data_end)
+			return -1;
+		__builtin_memcpy(in, &ip6h->saddr, 16);
+		__builtin_memcpy(in + 16, &ip6h->daddr, 16);
+		*tos = ((b[0] & 0x0f) << 4) | (b[1] >> 4);
+	}
+	in[32] = lv->proto;
+	if ((lv->proto == IPPROTO_TCP || lv->proto == IPPROTO_UDP) && lv->l4_off) {
+		__u8 *ports;
+
+		l4 = (__u32)lv->l4_off - s->base;
+		if (l4 > MAX_HDR_OFF)
+			return -1;
+		ports = data + bound_off(l4);
+		if ((void *)(ports + 4) > data_end)
+			return -1;
+		__builtin_memcpy(in + 33, ports, 4);
+	}
+#pragma unroll
+	for (int i = 0; i < ENTROPY_INPUT_LEN; i++) {
+		h ^= in[i];
+		h *= FNV32_PRIME;
+	}
+	*sport = bpf_htons(ENTROPY_PORT_MIN + (__u16)(((__u64)h * ENTROPY_PORT_SPAN) >> 32));
+	return 0;
+}
+
+/* Push the 50-byte Ethernet+IPv4+UDP+VXLAN template and fill in its source port,
+ * TOS (inner_entropy), lengths and checksum. */
+static __always_inline int push_encap(struct xdp_md *ctx, const struct flow_action *act,
+				      struct scratch *s)
 {
 	void *data, *data_end;
 	struct iphdr *iph;
 	struct udphdr *uh;
+	__be16 sport;
+	__u8 tos;
 	__u32 len;
 
+	if (inner_entropy(ctx, s, &sport, &tos))
+		return -1;
 	if (bpf_xdp_adjust_head(ctx, -ENCAP_LEN))
 		return -1;
 	data = (void *)(long)ctx->data;
@@ -527,9 +595,11 @@ static __always_inline int push_encap(struct xdp_md *ctx, const struct flow_acti
 	len = data_end - data;
 	iph = data + ENCAP_IP_OFF;
 	uh = data + ENCAP_UDP_OFF;
+	iph->tos = tos;
 	iph->tot_len = bpf_htons(len - ENCAP_IP_OFF);
 	iph->check = 0;
 	iph->check = ipv4_csum20((const __u16 *)iph);
+	uh->source = sport;
 	uh->len = bpf_htons(len - ENCAP_UDP_OFF);
 	uh->check = 0;
 	return 0;
@@ -587,7 +657,7 @@ static __noinline int apply_transposition(struct xdp_md *ctx, const struct flow_
 	}
 	if (act->set_mask && apply_rewrites(ctx, act, s))
 		return -1;
-	if ((act->flags & ACT_F_ENCAP) && push_encap(ctx, act))
+	if ((act->flags & ACT_F_ENCAP) && push_encap(ctx, act, s))
 		return -1;
 	return 0;
 }

@@ -72,6 +72,13 @@
 #define ENCAP_VXLAN_OFF         42
 #define MAX_IPV4_HDR_LEN        60
 
+/* VXLAN outer source port: hostsdn.packet.tunnel.entropy_port (FNV-1a, 32 bits) */
+#define ENTROPY_INPUT_LEN       37   /* src ip 16, dst ip 16, proto 1, ports 2 + 2 */
+#define ENTROPY_PORT_MIN        49152
+#define ENTROPY_PORT_SPAN       16384
+#define FNV32_OFFSET            2166136261u
+#define FNV32_PRIME             16777619u
+
 #define FRAG_NONE               0
 #define FRAG_FIRST              1
 #define FRAG_LATER              2
