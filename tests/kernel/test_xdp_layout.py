@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from xdp_cases import KEY_FRAMES, UPLINK, VXLAN_TEMPLATE
 
 from hostsdn.errors import NicError
 from hostsdn.flows.keys import normalize
@@ -42,6 +41,7 @@ from hostsdn.nic.xdp.layout import (
 )
 from hostsdn.packet import Transposition, build_vxlan_template
 from hostsdn.packet import flow_key as raw_flow_key
+from xdp_cases import KEY_FRAMES, UPLINK, VXLAN_TEMPLATE
 
 
 def flow_key(frame: bytes):

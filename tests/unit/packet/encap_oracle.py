@@ -1,13 +1,12 @@
 """An independent reference for what an encap fills in per packet (RFC 7348 sec. 5
-entropy, RFC 6040 ECN, DSCP copy): fields read with scapy, FNV-1a written out from its
-definition (http://www.isthe.com/chongo/tech/comp/fnv/), nothing shared with hostsdn."""
+entropy, RFC 6040 ECN, DSCP copy): the frame read byte by byte here, FNV-1a written out
+from its definition (http://www.isthe.com/chongo/tech/comp/fnv/), nothing shared with
+hostsdn."""
 
 from __future__ import annotations
 
-from scapy.layers.inet import IP, TCP, UDP
-from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
-from scapy.layers.l2 import Ether
-from scapy.layers.sctp import SCTP
+V6_EXTENSIONS = (0, 43, 60)          # hop-by-hop, routing, destination options
+V6_FRAGMENT = 44
 
 
 def fnv1a_32(data: bytes) -> int:
@@ -18,31 +17,34 @@ def fnv1a_32(data: bytes) -> int:
     return h
 
 
+def _port(h: int) -> int:
+    return 49152 + h * 16384 // 2**32
+
+
 def expected_outer(inner: bytes) -> tuple[int, int]:
     """(outer UDP source port, outer TOS / traffic class) for encapsulating ``inner``."""
-    p = Ether(inner)
-    if IP in p:
-        ip = p[IP]
-        src, dst, proto, tos = (int.from_bytes(bytes(map(int, a.split("."))), "big")
-                                for a in (ip.src, ip.dst)), None, ip.proto, ip.tos
-        src, dst = src
-        fragment = ip.flags.MF or ip.frag
-    elif IPv6 in p:
-        ip6 = p[IPv6]
-        import ipaddress
-        src, dst = int(ipaddress.IPv6Address(ip6.src)), int(ipaddress.IPv6Address(ip6.dst))
-        tos = ip6.tc
-        fragment = IPv6ExtHdrFragment in p
-        proto = p[IPv6ExtHdrFragment].nh if fragment else ip6.nh
+    off, ethertype = 12, int.from_bytes(inner[12:14], "big")
+    while ethertype in (0x8100, 0x88A8):
+        off += 4
+        ethertype = int.from_bytes(inner[off:off + 2], "big")
+    l3 = off + 2
+    if ethertype == 0x0800:
+        ihl = (inner[l3] & 15) * 4
+        tos, proto = inner[l3 + 1], inner[l3 + 9]
+        src, dst = b"\0" * 12 + inner[l3 + 12:l3 + 16], b"\0" * 12 + inner[l3 + 16:l3 + 20]
+        fragment = int.from_bytes(inner[l3 + 6:l3 + 8], "big") & 0x3FFF != 0
+        l4 = l3 + ihl
+    elif ethertype == 0x86DD:
+        tos = (inner[l3] & 15) << 4 | inner[l3 + 1] >> 4
+        proto, src, dst = inner[l3 + 6], inner[l3 + 8:l3 + 24], inner[l3 + 24:l3 + 40]
+        l4, fragment = l3 + 40, False
+        while proto in V6_EXTENSIONS or proto == V6_FRAGMENT:
+            if proto == V6_FRAGMENT:     # offset 0 without M: an atomic fragment (RFC 6946)
+                fragment = fragment or int.from_bytes(inner[l4 + 2:l4 + 4], "big") & 0xFFF9 != 0
+                proto, l4 = inner[l4], l4 + 8
+            else:
+                proto, l4 = inner[l4], l4 + (inner[l4 + 1] + 1) * 8
     else:
-        data = bytes.fromhex(p.dst.replace(":", "")) + bytes.fromhex(p.src.replace(":", "")) \
-            + p.type.to_bytes(2, "big")
-        return 49152 + fnv1a_32(data) * 16384 // 2**32, 0
-    ports = (0, 0)
-    if not fragment:
-        for layer in (TCP, UDP, SCTP):
-            if layer in p:
-                ports = (p[layer].sport, p[layer].dport)
-    data = (src.to_bytes(16, "big") + dst.to_bytes(16, "big") + bytes([proto])
-            + ports[0].to_bytes(2, "big") + ports[1].to_bytes(2, "big"))
-    return 49152 + fnv1a_32(data) * 16384 // 2**32, tos
+        return _port(fnv1a_32(inner[0:6] + inner[6:12] + ethertype.to_bytes(2, "big"))), 0
+    ports = inner[l4:l4 + 4] if proto in (6, 17, 132) and not fragment else b"\0" * 4
+    return _port(fnv1a_32(src + dst + bytes([proto]) + ports)), tos
