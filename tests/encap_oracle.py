@@ -40,8 +40,11 @@ def expected_outer(inner: bytes) -> tuple[int, int]:
         l4, fragment = l3 + 40, False
         while proto in V6_EXTENSIONS or proto == V6_FRAGMENT:
             if proto == V6_FRAGMENT:     # offset 0 without M: an atomic fragment (RFC 6946)
-                fragment = fragment or int.from_bytes(inner[l4 + 2:l4 + 4], "big") & 0xFFF9 != 0
+                word = int.from_bytes(inner[l4 + 2:l4 + 4], "big")
+                fragment = fragment or word & 0xFFF9 != 0
                 proto, l4 = inner[l4], l4 + 8
+                if word & 0xFFF8:        # a later fragment: what follows is not a header
+                    break
             else:
                 proto, l4 = inner[l4], l4 + (inner[l4 + 1] + 1) * 8
     else:
