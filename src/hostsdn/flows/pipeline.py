@@ -135,6 +135,17 @@ class Walker:
         self.meters = meters
         self.snat = snat
 
+    @property
+    def policy(self) -> pm.Policy:
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: pm.Policy) -> None:
+        self._policy = policy
+        self.tunnel_peers = frozenset((e.pa_version, e.pa) for m in policy.mappings.values()
+                                      for e in m.entries.values())
+        """The PAs of every VNET mapping: the only outer sources a decap accepts."""
+
     # -- actions on keys -------------------------------------------------------------
     def _encap(self, key: FlowKey, action: pm.Encap, res: WalkResult) -> FlowKey | None:
         if key.inner is not None or res.pushed:
@@ -282,6 +293,10 @@ class Walker:
         if isinstance(action, pm.Decap):
             if key.inner is None:
                 return key
+            if not res.pushed and (key.ip_version, key.src_ip) not in self.tunnel_peers:
+                # a tunnel frame from a host no VNET mapping names: spoofed or stray
+                res.drop_reason = DropReason.UNKNOWN_TUNNEL_PEER
+                return None
             if res.pushed:
                 res.pushed = False
             else:

@@ -44,6 +44,8 @@ class DropReason(enum.Enum):
     """An underlay frag-needed about a tunnel packet leaves the inner packet less than
     576 (IPv4) / 1280 (IPv6) bytes, or the inner IPv4 packet had no DF (Linux
     ``iptunnel_pmtud_check_icmp``): no error is built for the inner sender."""
+    UNKNOWN_TUNNEL_PEER = "unknown_tunnel_peer"
+    """A decap of a tunnel frame whose outer source is the PA of no VNET mapping."""
     FLOW_LIMIT = "flow_limit"
     """A new connection found the connection limits reached and nothing to evict."""
 

@@ -229,6 +229,9 @@ layers:
     default: allow
     outbound:
       - {priority: 10, match: {dst_ip: "2001:db8::/32"}, action: {snat: {ip: "2001:db8:ffff::7"}}}
+mappings:
+  peers:
+    "10.1.0.5": {pa: 192.0.2.2, mac: "02:00:00:00:00:05"}
 """
 
 
