@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from encap_oracle import expected_outer
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from encap_oracle import expected_outer
 from hostsdn.errors import PacketError
 from hostsdn.packet import (
     FRAG_FIRST,

@@ -6,7 +6,6 @@ reference of encap_oracle."""
 from __future__ import annotations
 
 import pytest
-from encap_oracle import expected_outer, fnv1a_32
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP, fragment
@@ -14,6 +13,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
+from encap_oracle import expected_outer, fnv1a_32
 from hostsdn.packet import (
     Transposition,
     apply_transposition,

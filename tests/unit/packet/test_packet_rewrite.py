@@ -5,13 +5,13 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from encap_oracle import expected_outer
 from packet_oracle import scapy_rechecksum
 from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrRouting
 from scapy.layers.l2 import Ether
 from scapy.packet import Padding, Raw
 
+from encap_oracle import expected_outer
 from hostsdn.packet import (
     IDENTITY,
     Transposition,
