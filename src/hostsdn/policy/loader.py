@@ -720,8 +720,14 @@ class _VxlanSpec(_Spec):
     map: Name
 
 
+class _NvgreSpec(_Spec):
+    vsid: Annotated[int, PlainValidator(_vni)]
+    map: Name
+
+
 class _EncapSpec(_Spec):
-    vxlan: _VxlanSpec
+    vxlan: _VxlanSpec | None = None
+    nvgre: _NvgreSpec | None = None
 
 
 class _MeterSpec(_Spec):
@@ -1035,12 +1041,19 @@ class _Builder:
                                                 "udp or sctp (e.g. proto: tcp)")
             return Dnat(ip, version, spec.dnat.port)
         if spec.encap is not None:
-            vxlan = spec.encap.vxlan
-            if vxlan.map not in self.mapping_names:
+            kinds = [k for k in ("vxlan", "nvgre") if getattr(spec.encap, k) is not None]
+            if len(kinds) != 1:
+                raise self.fail(loc, "encap needs exactly one of vxlan, nvgre"
+                                     + (f" (got {', '.join(kinds)})" if kinds else ""))
+            tunnel: _VxlanSpec | _NvgreSpec | None = spec.encap.vxlan or spec.encap.nvgre
+            assert tunnel is not None
+            if tunnel.map not in self.mapping_names:
                 known = ", ".join(self.mapping_names) or "none defined"
-                raise self.fail((*loc, "vxlan", "map"),
-                                f"unknown mapping {vxlan.map!r} (mappings: {known})")
-            return Encap(EncapKind.VXLAN, vxlan.vni, vxlan.map)
+                raise self.fail((*loc, kinds[0], "map"),
+                                f"unknown mapping {tunnel.map!r} (mappings: {known})")
+            if isinstance(tunnel, _NvgreSpec):
+                return Encap(EncapKind.NVGRE, tunnel.vsid, tunnel.map)
+            return Encap(EncapKind.VXLAN, tunnel.vni, tunnel.map)
         if spec.meter is not None:
             rate, unit = spec.meter.rate
             burst = spec.meter.burst

@@ -56,6 +56,8 @@ class EncapKind(StrEnum):
     """Tunnel type of an encap action."""
 
     VXLAN = "vxlan"
+    NVGRE = "nvgre"
+    """RFC 7637: Ethernet in GRE with the key = VSID << 8 | FlowID."""
 
 
 def mac_to_str(mac: bytes) -> str:
@@ -269,9 +271,9 @@ class Encap:
     """Push a tunnel header; the outer destination comes from the named VNET mapping."""
 
     kind: EncapKind
-    """Tunnel type (only VXLAN today)."""
+    """Tunnel type (VXLAN or NVGRE, see ``hostsdn.packet.tunnels``)."""
     vni: int
-    """VXLAN network identifier (0..2**24-1)."""
+    """VXLAN network identifier / NVGRE virtual subnet id (0..2**24-1)."""
     map: str
     """Name of the entry of ``Policy.mappings`` that maps inner (CA) to outer (PA)."""
 

@@ -238,3 +238,18 @@ def test_trace_at_the_limits_evicts_in_its_shadow_only():
             check_trace_agrees(dp, udp(ROUTER_MAC, DB_MAC, FAR, DB, 53, 2000 + i), UPLINK, t)
         assert dp.switch.counters["connections_evicted"] > 0
         assert dp.drop_reasons["flow_limit"] > 0
+
+
+def test_the_readme_example_loads_and_states_the_defaults():
+    import re
+    from pathlib import Path
+
+    from hostsdn.policy.model import DEFAULT_TIMEOUTS, Limits
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    block = re.search(r"## Limits, timeouts and tunnels.*?```yaml\n(.*?)```", readme, re.S)
+    assert block is not None
+    p = load_policy_text(f'version: 1\nuplink: {{mac: "{UPLINK_MAC}", ip: 192.0.2.1, '
+                         f'gateway_mac: "{ROUTER_MAC}"}}\n' + block.group(1), "README.md")
+    assert p.timeouts == DEFAULT_TIMEOUTS and p.limits == Limits()
+    assert p.layers["acl"].timeouts == (("tcp_established", 3600.0),)
