@@ -234,8 +234,8 @@ def bench_snat(quick: bool) -> None:
     print_table("SNAT: new connections towards a remote endpoint whose 64,512 ports are all "
                 f"taken vs an empty one (filling it: {fill:.1f} s)",
                 ["destination", "connections", "us/setup", "dropped"], rows,
-                [f"exhausted / empty: {per['exhausted endpoint'] / per['empty endpoint']:.2f} "
-                 f"(snat_exhausted drops: {sw.drop_reasons.get('snat_exhausted', 0):,})"])
+                [(f"exhausted / empty: {per['exhausted endpoint'] / per['empty endpoint']:.2f} "
+                 f"(snat_exhausted drops: {sw.drop_reasons.get('snat_exhausted', 0):,})")])
     new = allocations_per_second(SnatAllocator(), 100_000)
     old = allocations_per_second(LinearScanAllocator(), 20 if quick else 100)
     print_table("SNAT allocator alone, exhausted endpoint (refusals/s)",

@@ -247,7 +247,7 @@ def test_the_readme_example_loads_and_states_the_defaults():
     from hostsdn.policy.model import DEFAULT_TIMEOUTS, Limits
 
     readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
-    block = re.search(r"## Limits, timeouts and tunnels.*?```yaml\n(.*?)```", readme, re.S)
+    block = re.search(r"## Limits, timeouts and tunnels.*?```yaml\n(.*?)```", readme, re.DOTALL)
     assert block is not None
     p = load_policy_text(f'version: 1\nuplink: {{mac: "{UPLINK_MAC}", ip: 192.0.2.1, '
                          f'gateway_mac: "{ROUTER_MAC}"}}\n' + block.group(1), "README.md")
