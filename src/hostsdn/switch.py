@@ -152,6 +152,8 @@ class Switch:
         """Ports a policy change removed whose connections have not all expired yet."""
         self.conn_count = 0
         """Live connections (see ``pm.Limits``)."""
+        self._dead_timers = 0
+        """Heap entries of connections that left early (``_forget_timer``)."""
         self._by_mac: dict[bytes, PortState] = {}
         self._by_ip: dict[tuple[int, int], PortState] = {}
         """``(ip version, address) -> port`` of the ports' ``ips`` (steering, see steer)."""
@@ -281,6 +283,10 @@ class Switch:
                     del conns[k]
         for b in conn.nat_bindings:
             self.snat.release_binding(b)
+        # nothing reads a closed connection's flows or entries; a timer entry that still
+        # holds the connection until the heap is cleaned must not hold them too
+        conn.registrations = []
+        conn.flows = []
 
     def _remove_flow(self, flow: Flow, reason: OffloadReason) -> None:
         if flow.removed:
@@ -672,8 +678,20 @@ class Switch:
             for flow in conn.flows:
                 self._remove_flow(flow, OffloadReason.EVICTED)
             self._expire(conn, counter="connections_evicted")
+            self._forget_timer()
             return True
         return False
+
+    def _forget_timer(self) -> None:
+        """A connection left before its timer: its heap entry is dead weight (it holds
+        the connection).  When dead entries outnumber live ones, the heap is rebuilt
+        without them (amortised O(1)), so a flood that evicts keeps memory bounded."""
+        self._dead_timers += 1
+        if self._dead_timers > len(self._timers) // 2 + 1024:
+            self._timers = [e for e in self._timers
+                            if not e[2].closed and e[0] == e[2].timer_at]
+            heapq.heapify(self._timers)
+            self._dead_timers = 0
 
     def _make_flow(self, ps: PortState, direction: Direction, walk: WalkResult,
                    conn: ConnEntry, now: float) -> Flow:
@@ -749,6 +767,7 @@ class Switch:
         sh._by_mac = {p.port.mac: p for p in sh.ports.values()}
         sh._by_ip = {k: sh.ports[p.port.name] for k, p in self._by_ip.items()}
         sh._gone_ports = {}
+        sh._dead_timers = 0
         sh.conn_count = self.conn_count
         sh._timeouts = self._timeouts
         sh.limits = self.limits

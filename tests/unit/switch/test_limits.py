@@ -253,3 +253,25 @@ def test_the_readme_example_loads_and_states_the_defaults():
                          f'gateway_mac: "{ROUTER_MAC}"}}\n' + block.group(1), "README.md")
     assert p.timeouts == DEFAULT_TIMEOUTS and p.limits == Limits()
     assert p.layers["acl"].timeouts == (("tcp_established", 3600.0),)
+
+
+def test_memory_stays_flat_while_a_flood_evicts():
+    import tracemalloc
+
+    sw = Switch(policy("limits: {connections: 100, connections_per_port: 100}"))
+
+    def flood(start, n):
+        for i in range(start, start + n):
+            sw.receive(syn(WEB_MAC, WEB, 1024 + i % 60000, f"10.9.{i >> 8 & 255}.{i & 255}"),
+                       "web", 1.0 + i * 1e-4)
+
+    flood(0, 5000)
+    tracemalloc.start()
+    flood(5000, 2000)
+    at_7k = tracemalloc.get_traced_memory()[0]
+    flood(7000, 20000)
+    at_27k = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    # every evicted connection stayed reachable from its timer before: ~2.7 KB each
+    assert at_27k - at_7k < 20000 * 100
+    assert len(sw._timers) <= 2 * 100 + 2 * 1024 + 2
