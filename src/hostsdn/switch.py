@@ -488,7 +488,7 @@ class Switch:
         walk = self.walker.walk(ps.port, ps.layers, ps.tables, ps.generation, direction,
                                 rel.pseudo)
         for b in walk.nat_bindings:
-            self.snat.release(**b)
+            self.snat.release_binding(b)
         res.decided_by.append(prefix + ",".join(walk.decided_by))
         self.counters["icmp_errors"] += 1
         conn = walk.conn
