@@ -411,7 +411,7 @@ class OffloadManager:
             for flow in list(d.values()):
                 last = max(flow.last_used, self._nic_last.get(flow.nic_handle, 0.0))
                 if now - last >= idle:
-                    self._unoffload(flow, OffloadReason.IDLE, synced=True)
+                    self._unoffload(flow, OffloadReason.IDLE)
                     self.counters["idle_removed"] += 1
 
     # -- talking to the backend ------------------------------------------------------------
