@@ -7,8 +7,9 @@ blocks, Python in ```python blocks.  Every command line is run by a test:
 * ``tests/unit/test_docs_commands.py``: what needs no root (replay, cachelab, ...), in a
   scratch folder whose ``examples``, ``tests``, ``docs``, ``tools`` and ``src`` link to the
   repository's, with ``hostsdn`` meaning this tree's ``python3 -m hostsdn.cli.main``;
-* ``tests/kernel/test_docs_up.py``: docs/up.md (``up``/``down``/``reload``/``ip netns``),
-  as root under the kernel lock.
+* ``tests/kernel/test_docs_up.py``: docs/up.md (``up``/``down``/``reload``/``ip netns``)
+  and the commands of other pages that talk to a running ``up`` (``curl`` on its socket:
+  README, docs/operate.md), as root under the kernel lock, against one ``up``.
 
 A few are not run as written, each for a stated reason (``EXEMPT``, ``DRY_RUN``).
 """
@@ -26,18 +27,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 NOT_SCANNED = {"benchmarks.md": "benchmark commands are run by hand (bench/ scripts print "
-                                "tables; some need root and minutes)",
-               "operate.md": "NOT YET RUN AS WRITTEN: its API examples (curl on the socket "
-                             "of a running up) are covered by tests/kernel/test_up_api.py, "
-                             "not line by line; bring it under this convention"}
+                                "tables; some need root and minutes)"}
 KERNEL_DOCS = {"up.md"}
 """Pages whose commands and snippets need root and network namespaces."""
 
-EXEMPT = {"bash .ci/run": "it is the test run itself (CI runs it on a fresh clone)"}
+_TCP_API = ("a TCP listener with a token file in /etc and a TLS certificate the operator "
+            "makes: tests/kernel/test_up_api.py runs these options (token, TLS) on its own files")
+EXEMPT = {"bash .ci/run": "it is the test run itself (CI runs it on a fresh clone)",
+          "sudo hostsdn up examples/policy.yaml --api-listen 127.0.0.1:9464 --api-token-file "
+          "/etc/hostsdn/token --api-cert api.crt --api-key api.key": _TCP_API,
+          'curl -s --cacert api.crt -H "Authorization: Bearer $(cat /etc/hostsdn/token)" '
+          "https://127.0.0.1:9464/v1/health": _TCP_API}
 DRY_RUN = {"pip install -q -e .": f"{sys.executable} {ROOT / 'tests' / 'doccmds.py'} "
-                                  "--check-install"}
+                                  "--check-install",
+           "python3 -m hostsdn.api.docgen docs/operate.md":
+               "python3 -m hostsdn.api.docgen --check docs/operate.md"}
 """Run in a form that does not change the machine: the install itself is what .ci/run
-does before the tests; here every dependency pyproject.toml names must be installed."""
+does before the tests; here every dependency pyproject.toml names must be installed.
+docgen would rewrite the repository's page: ``--check`` generates the same text and fails
+where it differs."""
 
 _FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 COMMAND_START = re.compile(r"^(sudo\s+)?(hostsdn|pip|python3?|PYTHONPATH=|bash|ip|tcpdump|curl)\b")
@@ -78,8 +86,10 @@ def commands(block: Block) -> list[str]:
 
 
 def needs_root(block: Block, command: str) -> bool:
-    """A command of a KERNEL_DOCS page, or one that talks to a running ``up``."""
-    return Path(block.page).name in KERNEL_DOCS or "/run/hostsdn/" in command
+    """A command of a KERNEL_DOCS page, one that talks to a running ``up``, or one run with
+    ``sudo`` (docs/operate.md's ``up --daemon``), unless EXEMPT."""
+    return (Path(block.page).name in KERNEL_DOCS or "/run/hostsdn/" in command
+            or (command.startswith("sudo ") and command not in EXEMPT))
 
 
 def all_commands(*, kernel: bool) -> list[tuple[Block, str]]:

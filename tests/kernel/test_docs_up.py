@@ -1,11 +1,13 @@
 """docs/up.md works as written: every command of the page, in a sensible order, and its
 Python snippet; so do the commands of other pages that talk to a running up (the
-README's API example).  Real namespaces with the example policy's names (hsdn-web, hsdn-db,
-hsdn-uplink): run under the kernel lock, like every kernel test; everything is removed by
+README's API example, docs/operate.md's curls on the socket: summary, flows, reload,
+metrics), against the same up.  Real namespaces with the example policy's names (hsdn-web,
+hsdn-db, hsdn-uplink): run under the kernel lock, like every kernel test; everything is removed by
 name at the end."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -81,12 +83,21 @@ def test_the_commands_of_up_md_work_as_written(work):
     for command in by_kind["up"]:                   # foreground, with --duration
         _ok(command, work)
         assert _leftovers() == []
-    (start,) = by_kind["up-daemon"]
+    (start,) = set(by_kind["up-daemon"])            # up.md and operate.md: the same one
     assert "daemon pid" in _ok(start, work)
     for command in by_kind["in-netns"]:             # the pings
         assert " 0% packet loss" in _ok(command, work)
-    for command in by_kind.get("api", []):          # the README's API example
-        assert _ok(command, work).lstrip().startswith(("{", "["))
+    api = by_kind["api"]                            # README, operate.md
+    assert any("/metrics" in c for c in api) and any("/v1/reload" in c for c in api)
+    for command in api:
+        out = _ok(command, work)
+        if "/metrics" in command:
+            assert "hostsdn_policy_generation " in out, out[:500]
+            continue
+        answer = json.loads(out)
+        assert isinstance(answer, (dict, list)), out[:500]
+        if "/v1/reload" in command:
+            assert answer["ok"] is True and answer["pid"] > 0, answer
     for command in by_kind["reload"]:
         assert "applied by pid" in _ok(command, work)
     (stop,) = by_kind["down"]
