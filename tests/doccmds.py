@@ -33,11 +33,15 @@ KERNEL_DOCS = {"up.md"}
 
 _TCP_API = ("a TCP listener with a token file in /etc and a TLS certificate the operator "
             "makes: tests/kernel/test_up_api.py runs these options (token, TLS) on its own files")
+_RESTART = ("servicing a running xdp up: NOT YET run as written here; "
+            "tests/kernel/test_up_restart.py runs up --daemon + restart on its own policy")
 EXEMPT = {"bash .ci/run": "it is the test run itself (CI runs it on a fresh clone)",
           "sudo hostsdn up examples/policy.yaml --api-listen 127.0.0.1:9464 --api-token-file "
           "/etc/hostsdn/token --api-cert api.crt --api-key api.key": _TCP_API,
           'curl -s --cacert api.crt -H "Authorization: Bearer $(cat /etc/hostsdn/token)" '
-          "https://127.0.0.1:9464/v1/health": _TCP_API}
+          "https://127.0.0.1:9464/v1/health": _TCP_API,
+          "hostsdn up examples/policy.yaml --nic xdp --daemon": _RESTART,
+          "hostsdn restart examples/policy.yaml": _RESTART}
 DRY_RUN = {"pip install -q -e .": f"{sys.executable} {ROOT / 'tests' / 'doccmds.py'} "
                                   "--check-install",
            "python3 -m hostsdn.api.docgen docs/operate.md":
