@@ -80,6 +80,34 @@ KEY_DOCS: dict[str, KeyDoc] = {
     "_PortSpec.layers": KeyDoc("list of layer names", "The port's layers, top (VM side) "
                                "to bottom (wire side); see *Layer order*.", "[acl, nat]"),
     "_LayerSpec.name": KeyDoc("name", "Layer name (unique), referred to by ports.", "acl"),
+    "_LayerSpec.timeouts": KeyDoc("mapping (as the policy's `timeouts`)", "Idle "
+                                  "timeouts of the connections this layer tracks, over "
+                                  "the policy's; keys not given keep those."),
+    "_PolicySpec.timeouts": KeyDoc("mapping (below)", "Idle timeouts of tracked "
+                                   "connections for every layer (Linux's conntrack "
+                                   "defaults when absent)."),
+    "_PolicySpec.limits": KeyDoc("mapping (below)", "How many connections the host tracks; "
+                                 "at a limit the oldest connection of the port without a "
+                                 "reply is evicted, else the new one is dropped "
+                                 "`flow_limit`."),
+    "_LimitsSpec.connections": KeyDoc("integer >= 1", "All ports together. Default 200000 "
+                                      "(Open vSwitch's flow-limit)."),
+    "_LimitsSpec.connections_per_port": KeyDoc("integer >= 1", "One port. Default 100000."),
+    "_TimeoutsSpec.tcp": KeyDoc("mapping (below)", "TCP, per connection state."),
+    "_TimeoutsSpec.udp": KeyDoc("seconds (a positive number)", "UDP, no reply seen yet. Default 30 s."),
+    "_TimeoutsSpec.udp_stream": KeyDoc("seconds (a positive number)", "UDP with traffic seen both ways. Default 120 s."),
+    "_TimeoutsSpec.icmp": KeyDoc("seconds (a positive number)", "ICMP and ICMPv6. Default 30 s."),
+    "_TimeoutsSpec.other": KeyDoc("seconds (a positive number)", "Other IP protocols, non-IP frames, later fragments. Default 600 s."),
+    "_TimeoutsSpec.drop": KeyDoc("seconds (a positive number)", "A cached drop verdict. Default 30 s."),
+    "_TcpTimeoutsSpec.syn_sent": KeyDoc("seconds (a positive number)", "A SYN seen, no answer yet. Default 120 s."),
+    "_TcpTimeoutsSpec.syn_recv": KeyDoc("seconds (a positive number)", "SYN-ACK seen. Default 60 s."),
+    "_TcpTimeoutsSpec.established": KeyDoc("seconds (a positive number)", "Handshake done. Default 432000 s."),
+    "_TcpTimeoutsSpec.fin_wait": KeyDoc("seconds (a positive number)", "A FIN seen. Default 120 s."),
+    "_TcpTimeoutsSpec.close_wait": KeyDoc("seconds (a positive number)", "FIN acknowledged, waiting for the other FIN. Default 60 s."),
+    "_TcpTimeoutsSpec.last_ack": KeyDoc("seconds (a positive number)", "Both FINs seen, waiting for the last ACK. Default 30 s."),
+    "_TcpTimeoutsSpec.time_wait": KeyDoc("seconds (a positive number)", "Closed by FINs. Default 120 s."),
+    "_TcpTimeoutsSpec.close": KeyDoc("seconds (a positive number)", "Reset. Default 10 s."),
+    "_TcpTimeoutsSpec.unacknowledged": KeyDoc("seconds (a positive number)", "Cap on every TCP state until a packet was seen in the reply direction (a lone ACK opens no 5-day pinhole). Default 300 s."),
     "_LayerSpec.stateful": KeyDoc("true / false", "Track connections: replies of a "
                                   "connection this layer allowed pass it without its rules; "
                                   "see *Stateful layers*.", "true"),
@@ -139,6 +167,12 @@ KEY_DOCS: dict[str, KeyDoc] = {
     "_DnatSpec.port": KeyDoc("1..65535", "The new destination port; needs a match "
                              "restricted to tcp/udp/sctp.", "80"),
     "_EncapSpec.vxlan": KeyDoc("mapping (below)", "VXLAN (UDP 4789) encapsulation."),
+    "_EncapSpec.nvgre": KeyDoc("mapping (below)", "NVGRE (GRE key = VSID << 8) "
+                               "encapsulation; a NIC without `encap_nvgre` (the XDP "
+                               "program today) keeps such flows on the host."),
+    "_NvgreSpec.vsid": KeyDoc("0..16777215", "The virtual subnet ID to push.", "6001"),
+    "_NvgreSpec.map": KeyDoc("mapping name", "Where the packet's destination CA is looked "
+                             "up (no entry: `no_mapping`).", "vnet1"),
     "_VxlanSpec.vni": KeyDoc("0..16777215", "The VNI to push.", "5001"),
     "_VxlanSpec.map": KeyDoc("mapping name", "Where the packet's destination CA is looked "
                              "up (no entry: `no_mapping`).", "vnet1"),
@@ -186,6 +220,10 @@ SECTIONS: list[tuple[str, str]] = [
     ("_DnatSpec", "`dnat`"),
     ("_EncapSpec", "`encap`"),
     ("_VxlanSpec", "`encap.vxlan`"),
+    ("_NvgreSpec", "`encap.nvgre`"),
+    ("_TimeoutsSpec", "`timeouts` (policy and `layers[]`)"),
+    ("_TcpTimeoutsSpec", "`timeouts.tcp`"),
+    ("_LimitsSpec", "`limits`"),
     ("_MeterSpec", "`meter`"),
     ("_MappingEntrySpec", "`mappings.<name>.<CA>`"),
 ]

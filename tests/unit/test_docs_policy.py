@@ -47,6 +47,9 @@ ACTION = {
     "_VxlanSpec": lambda k, v: {"r_action": (
         f"{{encap: {{vxlan: {{vni: 1, map: {v}}}}}}}" if k == "map" else
         f"{{encap: {{vxlan: {{vni: {v}, map: vnet1}}}}}}")},
+    "_NvgreSpec": lambda k, v: {"r_action": (
+        f"{{encap: {{nvgre: {{vsid: 1, map: {v}}}}}}}" if k == "map" else
+        f"{{encap: {{nvgre: {{vsid: {v}, map: vnet1}}}}}}")},
     "_MeterSpec": lambda k, v: {"r_action": (
         f"{{meter: {{rate: {v}, burst: 3}}}}" if k == "rate" else
         f"{{meter: {{rate: 5pps, burst: {v}}}}}")},
