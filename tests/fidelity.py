@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from pathlib import Path
 
 from frames import PUBLIC, ROUTER_MAC, UPLINK_MAC, VM_GW_MAC, WEB, WEB_MAC, sctp, tcp, udp
+from hostsdn.errors import PacketError
 from hostsdn.nic.datapath import Datapath, DatapathOptions
 from hostsdn.offload.backend import Feature
+from hostsdn.packet import flow_key
 from hostsdn.policy.loader import load_policy_text
 from hostsdn.switch import UPLINK
 
@@ -93,16 +96,41 @@ layers:
 """
 
 
-def policy_for(frames):
-    """Ports for the capture's most frequent unicast source MACs, so its flows are switched."""
+def _source_ips(frames, mac):
+    """The IP sources ``mac`` sends from in the capture, most frequent first."""
+    seen: Counter = Counter()
+    for f in frames:
+        if f.data[6:12] != mac:
+            continue
+        try:
+            key = flow_key(f.data)
+        except PacketError:
+            continue
+        if key.ip_version and key.src_ip:
+            seen[(key.ip_version, key.src_ip)] += 1
+    return [vi for vi, _ in seen.most_common()]
+
+
+def policy_for(frames, max_ips=16):
+    """Ports for the capture's most frequent unicast source MACs, so its flows are switched.
+    Port security is on: each port's ``ips`` are the (at most ``max_ips``) sources its MAC
+    uses most, not taken by an earlier port; its frames from other sources (a router's
+    MAC forwarding many) are spoofed, so real captures exercise the check too."""
     macs = Counter(f.data[6:12] for f in frames if len(f.data) >= 14 and not f.data[6] & 1)
     top = [m for m, _ in macs.most_common(5)
            if m not in (b"\x02\x00\x00\x00\xff\x01", b"\x00" * 6)][:4]
     if not top:
         top = [b"\x02\x00\x00\x00\x00\x01"]
-    ports = "\n".join(
-        f'  - {{name: p{i}, mac: "{m.hex(":")}", layers: [acl, mark]}}' for i, m in enumerate(top))
-    return load_policy_text(POLICY_TEMPLATE.format(ports=ports), "capture-policy.yaml")
+    taken: set = set()
+    lines = []
+    for i, m in enumerate(top):
+        ips = [vi for vi in _source_ips(frames, m) if vi not in taken][:max_ips]
+        taken.update(ips)
+        text = ", ".join(f'"{ipaddress.ip_address(ip)}"' for _, ip in ips)
+        lines.append(f'  - {{name: p{i}, mac: "{m.hex(":")}", ips: [{text}], '
+                     'layers: [acl, mark]}')
+    return load_policy_text(POLICY_TEMPLATE.format(ports="\n".join(lines)),
+                            "capture-policy.yaml")
 
 
 # An SCTP association through a stateful ACL and SNAT whose two-port range forces a new

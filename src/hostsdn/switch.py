@@ -39,6 +39,7 @@ from hostsdn.flows.pipeline import (
     meter_configs,
     register,
 )
+from hostsdn.flows.portsec import PortGuard
 from hostsdn.flows.related import is_related_candidate, related_key, related_output
 from hostsdn.flows.table import (
     EDGE_IN,
@@ -114,6 +115,8 @@ class PortState:
     timeouts: dict[frozenset[int], ConnTimeouts] = field(default_factory=dict)
     """Timeouts of a connection by the indexes of the layers tracking it (layers may
     shorten the policy's timeouts), made once per set."""
+    guard: PortGuard = field(init=False)
+    """The port's anti-spoofing check (``hostsdn.flows.portsec``)."""
     out_label: str = field(init=False)
     """Prefix of the ``Result.decided_by`` labels of the port's outbound flows
     (``"web/out:"``), made once rather than per packet."""
@@ -124,6 +127,7 @@ class PortState:
     connection (see flows.related); a port that tracks nothing treats them as any packet."""
 
     def __post_init__(self) -> None:
+        self.guard = PortGuard(self.port)
         self.out_label = f"{self.port.name}/{Direction.OUT.value}:"
         self.in_label = f"{self.port.name}/{Direction.IN.value}:"
         self.tracks = any(
@@ -312,7 +316,12 @@ class Switch:
         self.counters["packets"] += 1
         try:
             key = normalize(flow_key(frame))
-            if key.frag and (in_port == UPLINK or self._admitted(in_port, key)):
+            ps = self.ports.get(in_port) if in_port != UPLINK else None
+            if in_port != UPLINK and ps is None:
+                res.drops.append((in_port, DropReason.UNKNOWN_PORT))
+            elif ps is not None and (spoofed := ps.guard.check(frame, key)) is not None:
+                res.drops.append((in_port, spoofed))    # port security: every frame as itself
+            elif key.frag:
                 self._fragment(frame, key, in_port, now, res)
             else:
                 self._dispatch(frame, key, in_port, now, res)
@@ -334,18 +343,13 @@ class Switch:
         if in_port == UPLINK:
             self._from_uplink(frame, key, now, res)
         else:
+            # the frame passed its port's checks (PortGuard) when it arrived; a held
+            # fragment is dispatched with its first fragment's key
             ps = self.ports.get(in_port)
             if ps is None:
                 res.drops.append((in_port, DropReason.UNKNOWN_PORT))
-            elif key.src_mac != ps.port.mac:
-                res.drops.append((in_port, DropReason.SPOOFED_SRC_MAC))
             else:
                 self._from_vm(ps, frame, key, now, res)
-
-    def _admitted(self, in_port: str, key: FlowKey) -> bool:
-        """The frame passes the port's own checks (a fragment is checked as itself)."""
-        ps = self.ports.get(in_port)
-        return ps is not None and key.src_mac == ps.port.mac
 
     def _fragment(self, frame: bytes, key: FlowKey, in_port: str, now: float,
                   res: Result) -> None:
@@ -701,6 +705,8 @@ class Switch:
         if dest is None:
             drop = DropReason.HAIRPIN
             dest = ps.port.name
+        if direction is Direction.OUT and drop is None:
+            drop = ps.guard.check_key(walk.key)    # an eager reply flow the VM may not use
         flow = Flow(port=ps.port.name, direction=direction, key=walk.key,
                     final_key=walk.final_key, transposition=t, meters=tuple(walk.meters),
                     drop_reason=drop, decided_by=tuple(walk.decided_by),

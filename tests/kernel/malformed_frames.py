@@ -48,7 +48,8 @@ POLICY_TEXT = f"""\
 version: 1
 uplink: {{mac: "{UPLINK_MAC}", ip: 192.0.2.1, gateway_mac: "{ROUTER_MAC}"}}
 ports:
-  - {{name: web, mac: "{WEB_MAC}", ips: ["10.1.0.4/24", "fd00::4/64"], layers: [mark, acl, nat, vnet]}}
+  - {{name: web, mac: "{WEB_MAC}", ips: ["10.1.0.4/24", "fd00::4/64"], layers: [mark, acl, nat, vnet],
+     vlans: [100]}}
   - {{name: db, mac: "{DB_MAC}", ips: ["10.1.0.6/24"], layers: [db-acl]}}
 layers:
   - name: acl

@@ -21,7 +21,7 @@ POLICY_TEXT = f"""
 version: 1
 uplink: {{mac: "{UPLINK_MAC}", ip: 192.0.2.1, gateway_mac: "{GW_MAC}"}}
 ports:
-  - {{name: vm, mac: "{VM_MAC}", layers: [allow-all]}}
+  - {{name: vm, mac: "{VM_MAC}", ips: ["10.0.0.4"], layers: [allow-all]}}
 layers:
   - {{name: allow-all, stateful: true, default: allow}}
 """

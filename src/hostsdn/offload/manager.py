@@ -15,7 +15,8 @@ flow ops, and hands them to the backend it was given in ``flush()``.  Policies:
 * freshness (``nic_idle``): an entry idle that long in the NIC is removed (reason
   ``idle``); its host flow stays and may come back on its next host packet.
 * correctness constraints: a TCP flow is offloaded only while its connection is
-  ESTABLISHED (other states change on plain ACKs), flooded flows never, a flow whose
+  ESTABLISHED (other states change on plain ACKs), flooded flows never, ARP and IPv6
+  neighbour discovery never (port security checks them per frame), a flow whose
   actions the NIC lacks never (``unsupported_action``); NIC entries are deleted when
   the host flow expires or is re-evaluated after a policy change (generation).
 
@@ -38,6 +39,7 @@ from hostsdn.direction import Direction
 from hostsdn.flows.conntrack import Side, TcpState
 from hostsdn.flows.keys import is_multicast
 from hostsdn.flows.overlay import CowMap, Shadow
+from hostsdn.flows.portsec import is_neighbor_discovery
 from hostsdn.flows.table import (
     FLOOD,
     UPLINK,
@@ -165,6 +167,11 @@ class OffloadManager:
             return False
         if flow.dest == FLOOD or is_multicast(flow.key.dst_mac):
             # flooded frames reach every port: several ports hold flows with this key
+            self._refuse(flow, OffloadReason.NOT_CACHEABLE)
+            return False
+        if is_neighbor_discovery(flow.key):
+            # port security checks ARP/ND fields the key lacks (sender IP, ND target and
+            # options) on every frame: such frames must always reach the host
             self._refuse(flow, OffloadReason.NOT_CACHEABLE)
             return False
         if _tcp_live(flow) and flow.conn.tcp_state is not TcpState.ESTABLISHED:

@@ -49,6 +49,11 @@ breaking a valid file):
   unique and differ from the uplink MAC.  Port names, layer names, and the layers of one
   port are unique.  Mapping keys are IP addresses (no prefix), unique per mapping; a
   mapping's PA has the uplink's IP version.
+* Port security (``hostsdn.flows.portsec``): ``port_security`` (default true),
+  ``vlans`` (VIDs 0..4095 the VM may tag with, default none), ``allowed_addresses``
+  (each a CIDR, a unicast MAC or ``{ip: CIDR, mac: MAC}``; CIDR host bits must be zero).
+  No two ports may declare overlapping addresses (``ips`` and allowed networks) or allow
+  another port's MAC; the error is reported at the later entry and names the earlier.
 * ``uplink`` and ``version`` are required; ``ports``, ``layers``, ``mappings`` default to
   empty.  Layer ``stateful`` defaults to false, ``default`` to allow.
 """
@@ -84,6 +89,7 @@ from hostsdn.policy.model import (
     BLOCK,
     DECAP,
     DEFAULT_TIMEOUTS,
+    IP_WIDTH,
     MAX_DSCP,
     MAX_PORT,
     MAX_PRIORITY,
@@ -91,6 +97,7 @@ from hostsdn.policy.model import (
     MAX_VNI,
     TIMEOUT_KEYS,
     Action,
+    AllowedAddress,
     DefaultAction,
     Dnat,
     Encap,
@@ -554,6 +561,25 @@ def _vlan(value: Any) -> int:
     return _int_in(value, 0, MAX_VID, "VLAN ID")
 
 
+def _allowed_address(value: Any) -> AllowedAddress:
+    """``"10.2.0.0/16"``, ``"02:00:00:00:00:aa"`` or ``{ip: CIDR, mac: MAC}``."""
+    if isinstance(value, str):
+        if _MAC_RE.fullmatch(value):
+            return AllowedAddress(mac=_unicast_mac(value))
+        return AllowedAddress(ip=_ip_prefix(value))
+    if isinstance(value, dict):
+        unknown = sorted(str(k) for k in value if k not in ("ip", "mac"))
+        if unknown:
+            raise _bad(f"unknown key {unknown[0]!r} in an allowed address (allowed: ip, mac)")
+        if not value:
+            raise _bad("an allowed address mapping needs ip, mac or both")
+        ip = _ip_prefix(value["ip"]) if "ip" in value else None
+        mac = _unicast_mac(value["mac"]) if "mac" in value else None
+        return AllowedAddress(ip=ip, mac=mac)
+    raise _bad("expected a CIDR, a MAC address or a mapping {ip: CIDR, mac: MAC}, "
+               f"got {_describe(value)}")
+
+
 def _dscp(value: Any) -> int:
     return _int_in(value, 0, MAX_DSCP, "dscp")
 
@@ -684,6 +710,10 @@ class _PortSpec(_Spec):
     mac: UnicastMac
     ips: list[Annotated[IpInterface, PlainValidator(_ip_interface)]] = Field(default_factory=list)
     layers: list[Name] = Field(default_factory=list)
+    port_security: bool = True
+    allowed_addresses: list[Annotated[AllowedAddress, PlainValidator(_allowed_address)]] = \
+        Field(default_factory=list)
+    vlans: list[Annotated[int, PlainValidator(_vlan)]] = Field(default_factory=list)
 
 
 class _MatchSpec(_Spec):
@@ -1150,9 +1180,67 @@ class _Builder:
                     self.fail((*loc, "layers", k), f"unknown layer {layer!r} (layers: {known})")
                 elif layer in spec.layers[:k]:
                     self.fail((*loc, "layers", k), f"layer {layer!r} is listed twice")
+            for k, vid in enumerate(spec.vlans):
+                if vid in spec.vlans[:k]:
+                    self.fail((*loc, "vlans", k), f"VLAN {vid} is listed twice")
+            for k, allowed in enumerate(spec.allowed_addresses):
+                if allowed in spec.allowed_addresses[:k]:
+                    self.fail((*loc, "allowed_addresses", k),
+                              f"allowed address {allowed} is listed twice")
             result.append(Port(spec.name, spec.mac, tuple(spec.ips), tuple(spec.layers),
-                               self.line(loc)))
+                               self.line(loc), port_security=spec.port_security,
+                               allowed_addresses=tuple(spec.allowed_addresses),
+                               vlans=frozenset(spec.vlans)))
+        self._check_overlaps(result)
         return tuple(result)
+
+    def _check_overlaps(self, ports: Sequence[Port]) -> None:
+        """No two ports may declare overlapping addresses (their ``ips`` and the networks
+        of their ``allowed_addresses``) nor may one allow another's MAC: a VM could then
+        send as another, and a frame for the address would have two owners."""
+        # (version, lo, hi, port index, where, text); prefixes nest or are disjoint, so a
+        # sweep in (lo, -hi) order with a stack of the open intervals finds every overlap.
+        spans: list[tuple[int, int, int, int, Loc, str]] = []
+        macs: dict[bytes, tuple[int, Loc]] = {p.mac: (i, ("ports", i, "mac"))
+                                              for i, p in enumerate(ports)}
+        for i, port in enumerate(ports):
+            for k, iface in enumerate(port.ips):
+                spans.append((iface.version, iface.ip, iface.ip, i, ("ports", i, "ips", k),
+                              ip_to_str(iface.version, iface.ip)))
+            for k, allowed in enumerate(port.allowed_addresses):
+                where: Loc = ("ports", i, "allowed_addresses", k)
+                if allowed.ip is not None:
+                    net = allowed.ip
+                    size = 1 << (IP_WIDTH[net.version] - net.prefixlen)
+                    spans.append((net.version, net.network, net.network + size - 1, i, where,
+                                  str(net)))
+                if allowed.mac is not None and allowed.mac != port.mac:
+                    owner = macs.setdefault(allowed.mac, (i, where))
+                    if owner[0] != i:
+                        self._overlap(ports, (i, where), owner, mac_to_str(allowed.mac),
+                                      mac_to_str(allowed.mac))
+        spans.sort(key=lambda s: (s[0], s[1], -s[2], s[3]))
+        stack: list[tuple[int, int, int, int, Loc, str]] = []
+        for span in spans:
+            version, lo = span[0], span[1]
+            while stack and (stack[-1][0] != version or stack[-1][2] < lo):
+                stack.pop()
+            other = next((o for o in reversed(stack) if o[3] != span[3]), None)
+            if other is not None:
+                self._overlap(ports, (span[3], span[4]), (other[3], other[4]), span[5],
+                              other[5])
+            stack.append(span)
+
+    def _overlap(self, ports: Sequence[Port], one: tuple[int, Loc], two: tuple[int, Loc],
+                 one_text: str, two_text: str) -> None:
+        later, earlier = sorted((one, two), key=lambda x: self.line(x[1]) or 0, reverse=True)
+        later_text, earlier_text = (one_text, two_text) if later is one else (two_text,
+                                                                              one_text)
+        field, line = self.locator.locate(earlier[1])
+        where = ", ".join(x for x in (f"line {line}" if line else None, field) if x)
+        self.fail(later[1], f"{later_text} of port {ports[later[0]].name!r} overlaps "
+                            f"{earlier_text} of port {ports[earlier[0]].name!r} ({where}): "
+                            "two ports may not declare the same address")
 
     def policy(self, spec: _PolicySpec, source: str | None) -> Policy:
         up_version, up_ip = spec.uplink.ip

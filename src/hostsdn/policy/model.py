@@ -449,6 +449,36 @@ class Uplink:
 
 
 @dataclass(frozen=True, slots=True)
+class AllowedAddress:
+    """An extra source a VM may send from (OpenStack allowed-address-pair semantics).
+
+    ``ip`` with ``mac``: frames from that MAC with a source in ``ip``.  ``ip`` alone: the
+    port's MAC with a source in ``ip``.  ``mac`` alone: that MAC with the port's own
+    addresses (and its EUI-64 link-local address)."""
+
+    ip: IpPrefix | None = None
+    """Source network the VM may use; None: the port's own addresses."""
+    mac: bytes | None = None
+    """Source MAC the VM may use; None: the port's MAC."""
+
+    def __post_init__(self) -> None:
+        if self.ip is None and self.mac is None:
+            raise ValueError("an allowed address needs an ip, a mac or both")
+        if self.mac is not None and len(self.mac) != 6:
+            raise ValueError("an allowed MAC must be 6 bytes")
+
+    def __str__(self) -> str:
+        parts = [str(self.ip)] if self.ip is not None else []
+        if self.mac is not None:
+            parts.append(mac_to_str(self.mac))
+        return " ".join(parts)
+
+
+DEFAULT_MTU = 1500
+"""MTU of a port or of the uplink when the policy gives none (Ethernet)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Port:
     """A VM-facing port (VF)."""
 
@@ -457,11 +487,18 @@ class Port:
     mac: bytes
     """The VM's MAC (unique among ports)."""
     ips: tuple[IpInterface, ...] = ()
-    """The VM's customer addresses."""
+    """The VM's customer addresses.  With port security only these addresses (not the
+    rest of their prefix) may be the source of the VM's packets."""
     layers: tuple[str, ...] = ()
     """Layer names, top (VM side) to bottom (wire side)."""
     line: int | None = None
     """1-based line of the port in the policy file."""
+    port_security: bool = True
+    """Anti-spoofing (source MAC, source IP, ARP, ND, VLAN tags) of frames from the VM."""
+    allowed_addresses: tuple[AllowedAddress, ...] = ()
+    """Extra sources the VM may use (a VM that routes, a VRRP address)."""
+    vlans: frozenset[int] = frozenset()
+    """VIDs the VM may tag its frames with (one 802.1Q tag); empty: untagged only."""
 
 
 @dataclass(frozen=True, slots=True)

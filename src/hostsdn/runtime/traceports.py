@@ -108,6 +108,9 @@ def ports_from_trace(policy: pm.Policy, stats: TraceStats, count: int) -> pm.Pol
         why = ("" if stats.linktype == LINKTYPE_ETHERNET else
                f" (link type {stats.linktype}: no Ethernet header, the frames have zero MACs)")
         raise HostsdnUsageError(f"the trace has no unicast source MAC to make a port of{why}")
+    # The trace's hosts are unknown to the policy: their ports do no anti-spoofing (a
+    # router's MAC in a capture sends from many addresses; replayed as a study).
     ports = tuple(dataclasses.replace(template, name=port_name_for_mac(mac), mac=mac, ips=(),
-                                      line=None) for mac in chosen)
+                                      line=None, port_security=False, allowed_addresses=())
+                  for mac in chosen)
     return dataclasses.replace(policy, ports=ports)
