@@ -1,8 +1,8 @@
 """A deep, comparable snapshot of everything a datapath holds (for "changed nothing"
 tests): every object reachable from the switch, the offload manager and the NIC model,
 walked generically (dataclass slots, __dict__, containers), so a field nobody thought of
-is compared too.  Left out: the compiled policy (immutable values and the classifiers'
-lookup caches, which only speed lookups up)."""
+is compared too.  Left out: the compiled policy (immutable values, the ports' compiled
+anti-spoofing checks and the classifiers' lookup caches, which only speed lookups up)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import random
 from typing import Any
 
 from hostsdn.flows.pipeline import CompiledLayer, Walker
+from hostsdn.flows.portsec import PortGuard
 from hostsdn.policy import model as pm
 
-_SKIP = (CompiledLayer, pm.Policy, pm.Port, pm.Layer, pm.Rule)
+_SKIP = (CompiledLayer, PortGuard, pm.Policy, pm.Port, pm.Layer, pm.Rule)
 _LEAF = (int, float, str, bytes, bool, type(None), enum.Enum)
 
 

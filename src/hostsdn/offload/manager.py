@@ -481,6 +481,8 @@ class OffloadManager:
         if reason is OffloadReason.CAPACITY:
             return "refused", r, "NIC cache full (eviction none)"
         if reason is OffloadReason.NOT_CACHEABLE:
+            if is_neighbor_discovery(flow.key):
+                return "refused", r, "ARP / neighbour discovery: port security checks each frame"
             return "refused", r, "flooded (broadcast / multicast): stays on the host"
         if reason is OffloadReason.DISABLED:
             return "refused", r, "no NIC"
