@@ -215,6 +215,8 @@ def replay(policy: str, trace: str, out_dir: str | None, verdicts_file: str | No
         return
     for warning in outcome.warnings:
         _warn(warning)
+    for lie in outcome.trace_warnings:
+        _warn(f"{trace}: {lie} (not replayed)")
     if as_json:
         out = outcome.to_json()
         if ports_from_trace is not None:
@@ -639,7 +641,7 @@ def _pick_frame(pol: Any, fields: str | None, pcap: str | None,
                 frame_index: int | None) -> tuple[bytes, str]:
     """The packet to trace (from fields, or frame N of a capture) and its entry port."""
     from hostsdn.runtime import framespec
-    from hostsdn.runtime.replay import classify_port, replay_into
+    from hostsdn.runtime.replay import ingress_port, replay_into
 
     if fields is not None:
         return framespec.build_frame(pol, framespec.parse_fields(fields))
@@ -666,7 +668,7 @@ def _policy_trace(pol: Any, kw: dict[str, Any], fields: str | None, pcap: str | 
                   at: float | None) -> dict[str, Any]:
     from hostsdn.nic.datapath import Datapath
     from hostsdn.runtime import framespec
-    from hostsdn.runtime.replay import classify_port, replay_into
+    from hostsdn.runtime.replay import ingress_port, replay_into
 
     with Datapath(pol, _dp_options(kw)) as dp:
         last = 0.0
@@ -676,13 +678,14 @@ def _policy_trace(pol: Any, kw: dict[str, Any], fields: str | None, pcap: str | 
             assert frame_index is not None
             if fresh:
                 tf, _ = replay_into(_Skip(), pcap, stop_at=frame_index,  # type: ignore[arg-type]
-                                    by_mac={})
+                                    by_mac={}, names=frozenset())
             else:
                 tf, last = replay_into(dp, pcap, stop_at=frame_index)
             if tf is None:
                 raise framespec.FrameSpecError(f"{pcap} has no frame {frame_index}")
             frame, now = tf.data, tf.time
-            in_port = classify_port(frame, {p.mac: p.name for p in pol.ports})
+            in_port = ingress_port(tf, {p.mac: p.name for p in pol.ports},
+                                   frozenset(p.name for p in pol.ports))
         else:
             assert fields is not None
             frame, in_port = framespec.build_frame(pol, framespec.parse_fields(fields))

@@ -1,7 +1,12 @@
 """Replay a packet trace through a switch (and a NIC backend): the main job of hostsdn.
 
-A frame whose source MAC is a VM port's MAC enters from that port (outbound); every
-other frame enters from the uplink (inbound).  The trace timestamp is ``now``.
+The port a frame enters from: in a pcapng file whose interface names (``if_name``) are
+port names (or ``uplink``), the interface the frame was captured on, so that a frame
+from a VM with somebody else's source MAC is replayed as what it is (a spoofing test).
+Otherwise (pcap files, other interface names): the VM whose MAC is the frame's source
+(outbound), else the uplink (inbound).  The trace timestamp is ``now``.  Records the
+trace lies about (cut short, longer than the snaplen) are not replayed: they are
+counted in the summary (``trace_warnings``) and listed (``trace_warning_list``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from hostsdn.errors import HostsdnUsageError, NicError
 from hostsdn.nic.datapath import Datapath, DatapathOptions, DatapathSummary, DpResult
 from hostsdn.offload.backend import backend_info
 from hostsdn.policy import model as pm
-from hostsdn.runtime.pcap import PcapWriter, TraceFrame, TraceReader
+from hostsdn.runtime.pcap import PcapWriter, TraceFrame, TraceReader, TraceWarning
 from hostsdn.runtime.traceports import link_type_warning
 from hostsdn.switch import UPLINK
 
@@ -39,19 +44,32 @@ class ReplayOutcome:
     warnings: list[str] = field(default_factory=list)
     """What may make the result not what was meant (a non-Ethernet capture, a capture
     none of whose frames comes from a port)."""
+    trace_warnings: list[TraceWarning] = field(default_factory=list)
+    """Records of the trace that lie (cut short, longer than the snaplen): not replayed."""
 
     def to_json(self) -> dict[str, Any]:
         """The summary ``hostsdn replay --json`` prints (``DatapathSummary.to_json()`` plus
-        ``emitted`` and ``trace``)."""
+        ``emitted``, ``trace``, ``trace_warnings`` (a count) and ``trace_warning_list``)."""
         out = self.summary.to_json()
         out["emitted"] = dict(self.emitted)
         out["trace"] = self.trace
+        out["trace_warnings"] = len(self.trace_warnings)
+        out["trace_warning_list"] = [{"index": w.index, "message": w.message}
+                                     for w in self.trace_warnings]
         return out
 
 
 def classify_port(frame: bytes, by_mac: dict[bytes, str]) -> str:
     """The port a trace frame enters from: the VM whose MAC is its source, else the uplink."""
     return by_mac.get(frame[6:12], UPLINK) if len(frame) >= 12 else UPLINK
+
+
+def ingress_port(tf: TraceFrame, by_mac: dict[bytes, str], ports: frozenset[str]) -> str:
+    """The port ``tf`` enters from: its pcapng interface when that is named after a port
+    (or ``uplink``), else ``classify_port``."""
+    if tf.interface is not None and (tf.interface in ports or tf.interface == UPLINK):
+        return tf.interface
+    return classify_port(tf.data, by_mac)
 
 
 def replay(policy: pm.Policy, trace: str | os.PathLike[str], *,
@@ -81,6 +99,7 @@ def replay(policy: pm.Policy, trace: str | os.PathLike[str], *,
     writers: dict[str, PcapWriter] = {}
     emitted: Counter[str] = Counter()
     by_mac = {p.mac: p.name for p in policy.ports}
+    names = frozenset(p.name for p in policy.ports)
     last_time = 0.0
     from_ports = 0
     book = None
@@ -92,7 +111,7 @@ def replay(policy: pm.Policy, trace: str | os.PathLike[str], *,
         try:
             for tf in reader:
                 last_time = tf.time
-                in_port = classify_port(tf.data, by_mac)
+                in_port = ingress_port(tf, by_mac, names)
                 if in_port != UPLINK:
                     from_ports += 1
                 res = dp.receive(tf.data, in_port, tf.time)
@@ -127,7 +146,7 @@ def replay(policy: pm.Policy, trace: str | os.PathLike[str], *,
     if progress is not None:
         progress(reader.size, reader.size)
     outcome = ReplayOutcome(summary, str(trace), dict(sorted(emitted.items())), outputs,
-                            verdict_lines)
+                            verdict_lines, trace_warnings=list(reader.warnings))
     link = link_type_warning(trace, reader.linktype)
     if link is not None:
         outcome.warnings.append(link)
@@ -188,16 +207,19 @@ def check_privileges(nic: str) -> None:
 
 
 def replay_into(dp: Datapath, trace: str | os.PathLike[str], *, stop_at: int | None = None,
-                by_mac: dict[bytes, str] | None = None) -> tuple[TraceFrame | None, float]:
+                by_mac: dict[bytes, str] | None = None,
+                names: frozenset[str] | None = None) -> tuple[TraceFrame | None, float]:
     """Feed ``dp`` the frames of ``trace`` before index ``stop_at`` (all when None), to
     build the state a later frame meets (``hostsdn trace``).  Returns the frame at
     ``stop_at`` (None when not asked or the trace is shorter) and the last time fed."""
     if by_mac is None:
         by_mac = {p.port.mac: name for name, p in dp.switch.ports.items()}
+    if names is None:
+        names = frozenset(dp.switch.ports)
     last = 0.0
     for tf in TraceReader(trace):
         if stop_at is not None and tf.index >= stop_at:
             return tf, last
-        dp.receive(tf.data, classify_port(tf.data, by_mac), tf.time)
+        dp.receive(tf.data, ingress_port(tf, by_mac, names), tf.time)
         last = tf.time
     return None, last
