@@ -133,6 +133,19 @@ ICMP6 = make_icmp_echo(VM1_MAC, GW_MAC, "fd00::1", "2001:db8::8", identifier=0x4
                        sequence=3, payload=b"pong" * 4)
 TCP6 = make_tcp(VM1_MAC, GW_MAC, "fd00::1", "2001:db8::80", 50000, 80, "A", b"data6")
 UDP6 = make_udp(VM1_MAC, GW_MAC, "fd00::1", "2001:db8::53", 5353, 53, b"dns6")
+# Port security: the same flow with a forged source (IP, MAC, a VLAN tag) misses the
+# honest entry; unicast IPv6 ND is always the host's (its key lacks target and options).
+TCP4_SPOOFED_IP = make_tcp(VM1_MAC, GW_MAC, "10.0.0.2", "93.184.216.34", 40000, 443, "PA",
+                           b"GET / HTTP/1.1\r\n")
+TCP4_SPOOFED_MAC = make_tcp(b"\x02\0\0\0\x01\x99", GW_MAC, "10.0.0.1", "93.184.216.34",
+                            40000, 443, "PA", b"GET / HTTP/1.1\r\n")
+TCP4_TAGGED = make_tcp(VM1_MAC, GW_MAC, "10.0.0.1", "93.184.216.34", 40000, 443, "PA",
+                       b"GET / HTTP/1.1\r\n", vlan=7)
+NA6_UNICAST = (GW_MAC + VM1_MAC + b"\x86\xdd"
+               + bytes.fromhex("6000000000203aff") + ip6("fd00::1").to_bytes(16, "big")
+               + ip6("fd00::fe").to_bytes(16, "big")
+               + bytes.fromhex("8800000060000000") + ip6("fd00::1").to_bytes(16, "big")
+               + b"\x02\x01" + VM1_MAC)
 TCP4_VLAN = make_tcp(VM1_MAC, GW_MAC, "10.0.0.1", "93.184.216.34", 40001, 443, "A", b"x",
                      vlan=100)
 TCP4_QINQ = make_tcp(VM1_MAC, GW_MAC, "10.0.0.1", "93.184.216.34", 40001, 443, "A", b"x",
@@ -248,6 +261,14 @@ CASES: list[Case] = [
     _pass("ARP reply (unicast, not IP) -> PASS", VM1, ARP_REPLY, (), Reason.NOT_IP),
     _pass("broadcast UDP -> PASS", VM1, BCAST_UDP, (), Reason.MULTICAST),
     _pass("two VLAN tags -> PASS", VM1, TCP4_QINQ, (), Reason.UNSUPPORTED),
+    _pass("forged source IP misses the honest entry -> PASS", VM1, TCP4_SPOOFED_IP,
+          (out_flow(TCP4),), Reason.MISS_OUT),
+    _pass("forged source MAC misses the honest entry -> PASS", VM1, TCP4_SPOOFED_MAC,
+          (out_flow(TCP4),), Reason.MISS_OUT),
+    _pass("a VLAN tag misses the untagged entry -> PASS", VM1, TCP4_TAGGED,
+          (out_flow(TCP4),), Reason.MISS_OUT),
+    _pass("unicast neighbour advertisement -> PASS (port security)", VM1, NA6_UNICAST, (),
+          Reason.NEIGHBOR_DISCOVERY),
     _pass("IPv4 first fragment -> PASS (declared: fragments take the host path)", VM1, FRAG4,
           (), Reason.FRAGMENT),
     _pass("VXLAN over IPv6 -> PASS", UPLINK, VXLAN_IN6, (), Reason.UNSUPPORTED),

@@ -46,6 +46,7 @@ from xdp_cases import (
     KEY_FRAMES,
     LOCAL_OUT,
     LOCAL_TCP,
+    NA6_UNICAST,
     NVGRE_IN,
     SCTP4,
     SNAT_TCP,
@@ -190,9 +191,9 @@ def test_encode_key_equals_the_key_the_program_computes(dp: XdpDatapath, name: s
     (ARP_REQUEST, Reason.MULTICAST), (ARP_REPLY, Reason.NOT_IP), (TCP4_QINQ, Reason.UNSUPPORTED),
     (FRAG4, Reason.FRAGMENT), (VXLAN_IN6, Reason.UNSUPPORTED), (NVGRE_IN, Reason.UNSUPPORTED),
     (BCAST_UDP, Reason.MULTICAST), (SCTP4, Reason.UNSUPPORTED),
-    (VXLAN_SCTP_IN, Reason.UNSUPPORTED)],
+    (VXLAN_SCTP_IN, Reason.UNSUPPORTED), (NA6_UNICAST, Reason.NEIGHBOR_DISCOVERY)],
     ids=["arp request", "arp reply", "qinq", "fragment", "vxlan6", "nvgre", "broadcast",
-         "sctp", "vxlan sctp"])
+         "sctp", "vxlan sctp", "neighbour advertisement"])
 def test_keys_the_program_never_computes_are_refused(dp: XdpDatapath, frame: bytes,
                                                      reason: Reason) -> None:
     key = flow_key(frame)

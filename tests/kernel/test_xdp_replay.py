@@ -98,3 +98,26 @@ def test_fragments_stay_on_the_host_and_are_identical_on_xdp():
     ref, sums = assert_same(icmp_policy(), fragment_frames(), XDP_CONFIGS)
     assert ref["drop_reasons"] == {"frag_held": 2}
     assert sums["xdp"]["nic_hits"] > 0
+
+
+@pytest.mark.parametrize("sequence", ["table", "arp", "na", "eager_reply"])
+def test_port_security_is_identical_on_xdp(sequence):
+    """The port security fixture table and the flow-reuse sequences through the real
+    program: a spoofed frame misses (or hits a drop entry) and the host drops it."""
+    from portsec_cases import (
+        ARP_SEQUENCE,
+        EAGER_REPLY_SEQUENCE,
+        NA_SEQUENCE,
+        case_frames,
+        expected_case_drops,
+        portsec_policy,
+    )
+
+    frames = {"table": case_frames(), "arp": ARP_SEQUENCE, "na": NA_SEQUENCE,
+              "eager_reply": EAGER_REPLY_SEQUENCE}[sequence]
+    ref, sums = assert_same(portsec_policy(), frames, XDP_CONFIGS)
+    if sequence == "table":
+        assert ref["drop_reasons"] == expected_case_drops()
+        assert sums["xdp"]["nic_hits"] > 0
+    if sequence == "eager_reply":
+        assert sums["xdp"]["nic_hits"] >= 1          # the program's drop entry

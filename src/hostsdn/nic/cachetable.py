@@ -32,6 +32,8 @@ class NicMiss(enum.Enum):
     """The NIC cannot parse the frame (malformed, or a header it does not know)."""
     FLOODED = "flooded"
     """Broadcast / multicast: flooded frames are the host's job (never cached)."""
+    NEIGHBOR_DISCOVERY = "neighbor_discovery"
+    """ARP / IPv6 ND: port security checks fields their keys lack, on the host."""
     NO_PORT = "no_port"
     """From the wire, addressed to no port the NIC knows."""
     NO_ENTRY = "no_entry"

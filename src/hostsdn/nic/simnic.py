@@ -18,6 +18,7 @@ from hostsdn.direction import Direction
 from hostsdn.errors import PacketError
 from hostsdn.flows.keys import is_multicast, normalize
 from hostsdn.flows.meter import MeterTable
+from hostsdn.flows.portsec import is_neighbor_discovery
 from hostsdn.flows.table import UPLINK, DropReason
 from hostsdn.nic.cachetable import CacheTable, NicMiss, count_miss
 from hostsdn.offload.backend import (
@@ -145,6 +146,8 @@ class SimNic:
             return [], NicMiss.UNPARSED
         if is_multicast(key.dst_mac):
             return [], NicMiss.FLOODED
+        if is_neighbor_discovery(key):
+            return [], NicMiss.NEIGHBOR_DISCOVERY
         if in_port == UPLINK:
             port = self._steer(key)
             if port is None:

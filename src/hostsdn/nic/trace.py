@@ -418,6 +418,7 @@ def _nic_side(sdp: Datapath, frame: bytes, in_port: str) -> SideView:
 _MISS_TEXT = {
     NicMiss.UNPARSED: "the NIC cannot parse the frame",
     NicMiss.FLOODED: "broadcast / multicast: flooded frames stay on the host",
+    NicMiss.NEIGHBOR_DISCOVERY: "ARP / IPv6 ND: port security checks each one on the host",
     NicMiss.NO_PORT: "from the wire, for no port the NIC knows",
     NicMiss.NO_SECOND_STAGE: "VM to VM: the receiving port's incoming entry is not cached",
     NicMiss.TCP_FLAGS: "TCP SYN/FIN/RST: connection tracking is the host's",

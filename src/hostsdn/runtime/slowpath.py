@@ -259,6 +259,8 @@ class SlowPath:
             line += f" csum_partial={st.rx_csum_partial}"
         if st.errors:
             line += f" errors={st.errors}"
+        if s.drop_reasons:
+            line += " drops=" + ",".join(f"{k}:{v}" for k, v in s.drop_reasons.items())
         return line
 
     def limits(self) -> dict[str, int]:

@@ -32,6 +32,7 @@ from enum import IntEnum
 from typing import Any, Protocol
 
 from hostsdn.errors import NicError
+from hostsdn.flows.portsec import is_neighbor_discovery
 from hostsdn.packet.constants import (
     ETH_P_IPV4,
     IPPROTO_GRE,
@@ -135,6 +136,7 @@ class Reason(IntEnum):
     ADJUST_FAILED = 16
     NOT_TUNNEL = 17
     BAD_ACTION = 18
+    NEIGHBOR_DISCOVERY = 19
 
 
 # ---------------------------------------------------------------- ctypes mirrors
@@ -301,6 +303,8 @@ def _level_unsupported(key: FlowKey, where: str) -> str | None:
         return f"{where}: GRE"
     if key.proto == IPPROTO_SCTP:
         return f"{where}: SCTP (passed to the host by the program)"
+    if where == "outer" and is_neighbor_discovery(key):
+        return f"{where}: IPv6 neighbour discovery (port security checks it on the host)"
     return None
 
 

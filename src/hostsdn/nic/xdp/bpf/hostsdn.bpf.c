@@ -13,7 +13,8 @@
  * through tx_ports; a miss, and everything the fast path does not handle,
  * is XDP_PASSed *unmodified* to the host (the exception path).
  *
- * Not handled here (XDP_PASS, reason in last_result): non-IP frames,
+ * Not handled here (XDP_PASS, reason in last_result): non-IP frames (ARP),
+ * IPv6 neighbour discovery (ICMPv6 133..137: port security checks them on the host),
  * broadcast/multicast, more than one VLAN tag, IPv4 fragments, IPv6
  * extension headers, GRE/NVGRE, VXLAN over IPv6, VXLAN in VXLAN, malformed
  * headers, VM->VM out-flows with an encap (or whose rewrite turns a frame into
@@ -225,6 +226,14 @@ static __always_inline int parse_frame(struct xdp_md *ctx, struct scratch *s)
 	rc = parse_level(data, data_end, 0, len, &k->outer, lv0);
 	if (rc)
 		return rc;
+	/* Port security checks what an ARP/ND key lacks (sender IP, ND target and
+	 * options) on every frame: ND always goes to the host (ARP is not IP). */
+	if (lv0->ip_version == 6 && lv0->proto == IPPROTO_ICMPV6) {
+		__u8 type = ((const __u8 *)&k->outer.dst_port)[0];
+
+		if (type >= ND_ROUTER_SOLICIT && type <= ND_REDIRECT)
+			return R_NEIGHBOR_DISCOVERY;
+	}
 	s->tcp_ctl = lv0->tcp_flags & TCP_CTL_MASK;
 
 	if (lv0->proto == IPPROTO_UDP && k->outer.dst_port == bpf_htons(VXLAN_PORT)) {

@@ -58,6 +58,10 @@
 #define R_ADJUST_FAILED         16   /* bpf_xdp_adjust_head/tail refused (no headroom) */
 #define R_NOT_TUNNEL            17   /* decap of a frame that is not VXLAN (the codec raises) */
 #define R_BAD_ACTION            18   /* IPv4 rewrite to an address wider than 32 bits */
+#define R_NEIGHBOR_DISCOVERY    19   /* IPv6 ND (ICMPv6 133..137): port security on the host */
+
+#define ND_ROUTER_SOLICIT       133
+#define ND_REDIRECT             137
 
 /* last_result.hits */
 #define HIT_OUT                 (1u << 0)

@@ -1,0 +1,131 @@
+"""Port security under `hostsdn up --nic xdp`: a namespace that sends with a spoofed IP
+source, a spoofed ARP or a poisoning NA gets nothing through, while the same namespace's
+honest frames (sent in between, so that their flows sit in the BPF maps) arrive.
+
+Frames are sent and sniffed with AF_PACKET sockets made inside our own namespaces.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+from netns_util import VM_A, VM_B, leftovers, ns_run, wait_for_text
+from scapy.all import ARP, IP, UDP, Ether, ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6  # type: ignore
+from test_up_simnic import Setup, destroy, hostsdn, make_setup
+
+from hostsdn.runtime.netns import in_netns
+
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(120)]
+
+MAC_A, MAC_B = "02:00:00:00:00:01", "02:00:00:00:00:02"
+POLICY = """\
+version: 1
+uplink: {{mac: "02:00:00:00:ff:01", ip: 192.0.2.1, gateway_mac: "02:00:00:00:ee:01"}}
+ports:
+  - {{name: {a}, mac: "{mac_a}", ips: ["{vm_a}/24", "fd77::4/64"], layers: [acl]}}
+  - {{name: {b}, mac: "{mac_b}", ips: ["{vm_b}/24", "fd77::6/64"], layers: [acl]}}
+layers:
+  - {{name: acl, stateful: true, default: allow}}
+"""
+ETH_P_ALL = 0x0003
+
+
+@pytest.fixture(scope="module")
+def up(xdp_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    import signal
+    import subprocess
+
+    s = make_setup(tmp_path_factory.mktemp("up-portsec"))
+    s.policy.write_text(POLICY.format(a=f"{s.tag}a", b=f"{s.tag}b", mac_a=MAC_A, mac_b=MAC_B,
+                                      vm_a=VM_A, vm_b=VM_B))
+    cmd = hostsdn("up", str(s.policy), "--nic", "xdp", "--uplink-ns", s.ns_up,
+                  "--duration", "120", "--status-interval", "1")
+    with open(s.log, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=s.env)
+    try:
+        wait_for_text(s.log, "ready (pid", 30, proc)
+        yield s
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0, s.log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        destroy(s)
+    assert leftovers(s.tag) == []
+
+
+def packet_socket(netns: str) -> socket.socket:
+    def make() -> socket.socket:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        sock.bind(("eth0", 0))
+        return sock
+    return in_netns(netns, make)
+
+
+def sniff(sock: socket.socket, want: set[bytes], quiet: float = 1.5) -> list[bytes]:
+    """Frames from VM a carrying one of the ``want`` markers, read until none came for
+    ``quiet`` seconds (b's own ICMP errors quoting them are not counted)."""
+    got: list[bytes] = []
+    sock.settimeout(quiet)
+    while True:
+        try:
+            frame = sock.recv(4096)
+        except TimeoutError:
+            return got
+        if frame[6:12] == bytes.fromhex(MAC_A.replace(":", "")) and any(m in frame
+                                                                         for m in want):
+            got.append(frame)
+
+
+def final_drops(s: Setup) -> dict[str, int]:
+    text = s.log.read_text()
+    found = re.findall(r"drops=(\S+)", text)
+    return {k: int(v) for k, v in (x.split(":") for x in found[-1].split(","))} if found else {}
+
+
+def test_spoofed_sources_get_nothing_through(up: Setup) -> None:
+    ns_run(up.ns_a, "ip", "addr", "add", "10.77.0.99/32", "dev", "eth0")
+    rx = packet_socket(up.ns_b)
+    tx = packet_socket(up.ns_a)
+    honest = bytes(Ether(src=MAC_A, dst=MAC_B) / IP(src=VM_A, dst=VM_B)
+                   / UDP(sport=4000, dport=5005) / b"honest")
+    spoofed_ip = bytes(Ether(src=MAC_A, dst=MAC_B) / IP(src="10.77.0.99", dst=VM_B)
+                       / UDP(sport=4000, dport=5005) / b"spoof-ip")
+    neighbour_ip = bytes(Ether(src=MAC_A, dst=MAC_B) / IP(src="10.77.0.5", dst=VM_B)
+                         / UDP(sport=4000, dport=5005) / b"spoof-nb")
+    arp_spoof = bytes(Ether(src=MAC_A, dst=MAC_B) / ARP(op=2, hwsrc=MAC_A, psrc=VM_B,
+                                                        hwdst=MAC_B, pdst=VM_B)
+                      / b"spoof-arp")
+    arp_honest = bytes(Ether(src=MAC_A, dst=MAC_B) / ARP(op=2, hwsrc=MAC_A, psrc=VM_A,
+                                                         hwdst=MAC_B, pdst=VM_B)
+                       / b"honest-arp")
+    na_poison = bytes(Ether(src=MAC_A, dst=MAC_B) / IPv6(src="fd77::4", dst="fd77::6",
+                                                         hlim=255)
+                      / ICMPv6ND_NA(tgt="fd77::6", S=1) / ICMPv6NDOptDstLLAddr(lladdr=MAC_A)
+                      / b"spoof-na")
+    try:
+        for _ in range(3):                       # honest first: its flows get offloaded
+            tx.send(honest)
+            tx.send(arp_honest)
+        time.sleep(0.3)
+        for _ in range(3):
+            for frame in (spoofed_ip, neighbour_ip, arp_spoof, na_poison):
+                tx.send(frame)
+            tx.send(honest)
+        got = sniff(rx, {b"honest", b"spoof-ip", b"spoof-nb", b"spoof-arp", b"spoof-na"})
+    finally:
+        rx.close()
+        tx.close()
+    payloads = [m for f in got for m in (b"honest-arp", b"honest", b"spoof-ip", b"spoof-nb",
+                                         b"spoof-arp", b"spoof-na") if f.endswith(m)]
+    assert payloads.count(b"honest") == 6 and payloads.count(b"honest-arp") == 3, payloads
+    assert not [p for p in payloads if p.startswith(b"spoof")], payloads
+    time.sleep(1.2)                              # the next status line counts the drops
+    drops = final_drops(up)
+    assert drops.get("spoofed_src_ip", 0) >= 6, drops
+    assert drops.get("spoofed_arp", 0) >= 3 and drops.get("spoofed_nd", 0) >= 3, drops
