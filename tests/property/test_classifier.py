@@ -7,6 +7,7 @@ hit, tie and just miss range edges), and every lookup is compared with the brute
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from hostsdn.direction import Direction
 from hostsdn.packet.key import FRAG_FIRST, FRAG_LATER, FRAG_NONE, NO_VNI, FlowKey
 from hostsdn.policy.classifier import Classifier, LinearClassifier
+from hostsdn.policy.loader import parse_match
 from hostsdn.policy.model import (
     ALLOW,
     IP_WIDTH,
@@ -63,10 +65,36 @@ def _values(pool: list[Any]) -> st.SearchStrategy[frozenset[Any] | None]:
     return _optional(st.frozensets(st.sampled_from(pool), min_size=1, max_size=3))
 
 
+@st.composite
+def ip_ranges(draw: st.DrawFn) -> tuple[IpPrefix, ...]:
+    """An inclusive address range ``lo-hi`` as the loader turns it into prefixes (the
+    policy's ``10.0.0.1-10.0.0.9``), its ends near the pool's addresses."""
+    version = draw(st.sampled_from([4, 4, 6]))
+    pool = V4_ADDRESSES if version == 4 else V6_ADDRESSES
+    top = (1 << IP_WIDTH[version]) - 1
+
+    def near() -> int:
+        return min(top, max(0, draw(st.sampled_from(pool)) + draw(st.sampled_from(
+            [0, 0, 1, -1, 7, -255, 1 << 20]))))
+
+    lo, hi = sorted((near(), near()))
+    text = f"{ipaddress.ip_address(lo) if version == 4 else ipaddress.IPv6Address(lo)}-" \
+           f"{ipaddress.ip_address(hi) if version == 4 else ipaddress.IPv6Address(hi)}"
+    nets = parse_match({"src_ip": text}).src_ip
+    assert nets is not None
+    return nets
+
+
+def _ip_condition() -> st.SearchStrategy[tuple[IpPrefix, ...] | None]:
+    return _optional(st.lists(prefixes(), min_size=1, max_size=3).map(tuple)
+                     | ip_ranges()
+                     | st.tuples(ip_ranges(), prefixes()).map(lambda rp: (*rp[0], rp[1])))
+
+
 matches = st.builds(
     Match,
-    src_ip=_optional(st.lists(prefixes(), min_size=1, max_size=3).map(tuple)),
-    dst_ip=_optional(st.lists(prefixes(), min_size=1, max_size=3).map(tuple)),
+    src_ip=_ip_condition(),
+    dst_ip=_ip_condition(),
     src_port=_optional(st.lists(port_ranges(), min_size=1, max_size=2).map(tuple)),
     dst_port=_optional(st.lists(port_ranges(), min_size=1, max_size=3).map(tuple)),
     proto=_values(PROTOS),
@@ -180,3 +208,28 @@ def test_pruned_classifier_equals_linear_on_longer_lists(data: st.DataObject,
     for _ in range(30):
         key = data.draw(keys_for(rules))
         assert fast.lookup(key) is slow.lookup(key), key
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), version=st.sampled_from([4, 6]))
+def test_an_ip_range_matches_exactly_its_addresses(data: st.DataObject, version: int) -> None:
+    """``lo-hi`` split into prefixes matches x exactly when lo <= x <= hi (the edges and
+    their neighbours included), checked with the reference ``Match.matches`` and the
+    tuple-space classifier."""
+    top = (1 << IP_WIDTH[version]) - 1
+    lo = data.draw(st.integers(0, top))
+    hi = data.draw(st.integers(lo, min(top, lo + data.draw(st.sampled_from(
+        [0, 1, 2, 255, 1 << 16, 1 << 40, top])))))
+    text = f"{ipaddress.ip_address(lo) if version == 4 else ipaddress.IPv6Address(lo)}-" \
+           f"{ipaddress.ip_address(hi) if version == 4 else ipaddress.IPv6Address(hi)}"
+    match = parse_match({"dst_ip": text})
+    rule = Rule("a", Direction.INBOUND, 0, 0, match, (ALLOW,))
+    classifier = Classifier([rule])
+    for x in {lo, hi, max(0, lo - 1), min(top, hi + 1), data.draw(st.integers(lo, hi)),
+              data.draw(st.integers(0, top))}:
+        key = FlowKey(vlans=(), src_mac=MACS[0], dst_mac=MACS[1],
+                      ethertype=0x0800 if version == 4 else 0x86DD, ip_version=version,
+                      src_ip=0, dst_ip=x, proto=6, dscp=0, src_port=1, dst_port=2,
+                      frag=FRAG_NONE)
+        assert match.matches(key) == (lo <= x <= hi), (text, x)
+        assert (classifier.lookup(key) is rule) == (lo <= x <= hi), (text, x)

@@ -28,7 +28,10 @@ breaking a valid file):
   icmpv6 (case-insensitive) or a number 0..255.
 * ``ethertype``: 0x0600..0xffff as a number, a hex string (``"0x8915"``) or ipv4, ipv6,
   arp.  ``vlan``: 0..4095.
-* CIDRs must have their host bits zero (``10.1.0.4/24`` in a match is an error).  A port's
+* CIDRs must have their host bits zero (``10.1.0.4/24`` in a match is an error).
+  ``src_ip``/``dst_ip`` also take inclusive ranges ``10.0.0.1-10.0.0.9`` (IPv6 too),
+  split into the fewest covering prefixes (``10.0.0.1/32, 10.0.0.2/31, 10.0.0.4/30,
+  10.0.0.8/31``), so the classifier and the NIC see plain prefixes.  A port's
   ``ips`` entries are addresses with an optional prefix length (default /32 or /128).
 * A rule whose conditions contradict each other (ports with ``proto: icmp``, IPv4-only
   ``src_ip`` with IPv6-only ``dst_ip``, IP conditions with ``ethertype: arp``) is rejected.
@@ -475,6 +478,29 @@ def _ip_prefix(value: Any) -> IpPrefix:
     return IpPrefix(network.version, int(network.network_address), network.prefixlen)
 
 
+def _ip_prefixes(value: Any) -> tuple[IpPrefix, ...]:
+    """A CIDR (one prefix) or an inclusive address range ``lo-hi`` of one IP version,
+    split into the fewest prefixes that cover exactly the range (what the tuple-space
+    classifier and the NIC match on)."""
+    text = _ip_text(value, "an IP address, CIDR or range")
+    if "-" not in text:
+        return (_ip_prefix(text),)
+    lo_text, _, hi_text = (part.strip() for part in text.partition("-"))
+    try:
+        if "%" in text or "/" in text:
+            raise ValueError(text)
+        lo, hi = ipaddress.ip_address(lo_text), ipaddress.ip_address(hi_text)
+    except ValueError:
+        raise _bad(f"invalid IP address range {text!r}: expected two addresses "
+                   "'first-last' of one IP version") from None
+    if lo.version != hi.version:
+        raise _bad(f"invalid IP address range {text!r}: IPv{lo.version} and IPv{hi.version}")
+    if int(lo) > int(hi):
+        raise _bad(f"invalid IP address range {text!r}: {lo} is greater than {hi}")
+    return tuple(IpPrefix(net.version, int(net.network_address), net.prefixlen)
+                 for net in ipaddress.summarize_address_range(lo, hi))
+
+
 def _ip_interface(value: Any) -> IpInterface:
     text = _ip_text(value, "an IP address with optional /prefix")
     try:
@@ -717,10 +743,10 @@ class _PortSpec(_Spec):
 
 
 class _MatchSpec(_Spec):
-    src_ip: Annotated[list[Annotated[IpPrefix, PlainValidator(_ip_prefix)]] | None,
-                      OneOrMany] = None
-    dst_ip: Annotated[list[Annotated[IpPrefix, PlainValidator(_ip_prefix)]] | None,
-                      OneOrMany] = None
+    src_ip: Annotated[list[Annotated[tuple[IpPrefix, ...], PlainValidator(_ip_prefixes)]]
+                      | None, OneOrMany] = None
+    dst_ip: Annotated[list[Annotated[tuple[IpPrefix, ...], PlainValidator(_ip_prefixes)]]
+                      | None, OneOrMany] = None
     src_port: Annotated[list[Annotated[PortRange, PlainValidator(_port_range)]] | None,
                         OneOrMany] = None
     dst_port: Annotated[list[Annotated[PortRange, PlainValidator(_port_range)]] | None,
@@ -968,6 +994,11 @@ class _Builder:
         def versions(nets: Sequence[IpPrefix] | None) -> set[int]:
             return {4, 6} if nets is None else {n.version for n in nets}
 
+        def flat(items: list[tuple[IpPrefix, ...]] | None) -> list[IpPrefix] | None:
+            return None if items is None else [net for item in items for net in item]
+
+        src_ip, dst_ip = flat(spec.src_ip), flat(spec.dst_ip)
+
         ip_fields = [f for f in ("src_ip", "dst_ip", "proto", "dscp", "src_port", "dst_port")
                      if getattr(spec, f) is not None]
         port_field = next((f for f in ("src_port", "dst_port") if getattr(spec, f) is not None),
@@ -977,13 +1008,13 @@ class _Builder:
             raise self.fail((*loc, port_field),
                             "port conditions need proto tcp, udp or sctp, but proto also "
                             f"lists {_proto_names(others)}")
-        if spec.src_ip is not None and spec.dst_ip is not None \
-                and not versions(spec.src_ip) & versions(spec.dst_ip):
+        if src_ip is not None and dst_ip is not None \
+                and not versions(src_ip) & versions(dst_ip):
             raise self.fail((*loc, "dst_ip"),
                             "src_ip and dst_ip have no IP version in common: "
                             "the rule can never match")
         if spec.ethertype is not None and ip_fields:
-            ip_versions = versions(spec.src_ip) & versions(spec.dst_ip)
+            ip_versions = versions(src_ip) & versions(dst_ip)
             et_versions = {IP_ETHERTYPES[e] for e in spec.ethertype if e in IP_ETHERTYPES}
             if not ip_versions & et_versions:
                 needed = " or ".join(f"IPv{v}" for v in sorted(ip_versions))
@@ -1003,7 +1034,7 @@ class _Builder:
         def fset(values: list[Any] | None) -> frozenset[Any] | None:
             return None if values is None else frozenset(values)
 
-        return Match(src_ip=nets(spec.src_ip), dst_ip=nets(spec.dst_ip),
+        return Match(src_ip=nets(src_ip), dst_ip=nets(dst_ip),
                      src_port=ranges(spec.src_port), dst_port=ranges(spec.dst_port),
                      proto=fset(spec.proto), src_mac=fset(spec.src_mac),
                      dst_mac=fset(spec.dst_mac), ethertype=fset(spec.ethertype),
