@@ -100,6 +100,8 @@ class FlowSpec:
     """Drop verdict."""
     tcp_flags_to_host: bool = True
     """SYN/FIN/RST go to the host."""
+    max_len: int = 0
+    """Longer frames go to the host (MTU)."""
 
 
 @dataclass(frozen=True)
@@ -269,6 +271,12 @@ CASES: list[Case] = [
           (out_flow(TCP4),), Reason.MISS_OUT),
     _pass("unicast neighbour advertisement -> PASS (port security)", VM1, NA6_UNICAST, (),
           Reason.NEIGHBOR_DISCOVERY),
+    _pass("longer than the out entry's max_len -> PASS (the host applies the MTU)", VM1,
+          TCP4, (out_flow(TCP4, max_len=len(TCP4) - 1),), Reason.TOO_BIG),
+    _fwd("exactly the out entry's max_len -> forwarded", VM1, TCP4,
+         out_flow(TCP4, max_len=len(TCP4)), UPLINK),
+    _pass("longer than the in entry's max_len -> PASS", UPLINK, DNAT_IN,
+          (in_flow(DNAT_IN, max_len=len(DNAT_IN) - 1),), Reason.TOO_BIG),
     _pass("IPv4 first fragment -> PASS (declared: fragments take the host path)", VM1, FRAG4,
           (), Reason.FRAGMENT),
     _pass("VXLAN over IPv6 -> PASS", UPLINK, VXLAN_IN6, (), Reason.UNSUPPORTED),

@@ -58,7 +58,8 @@ from hostsdn.packet import apply_transposition, flow_key
 from hostsdn.packet.constants import IPPROTO_TCP
 from hostsdn.packet.key import FRAG_LATER, FlowKey
 from hostsdn.packet.tcpflags import innermost_tcp_flags
-from hostsdn.packet.transposition import IDENTITY
+from hostsdn.packet.toobig import dont_fragment, l2_length, l3_length, too_big_reply
+from hostsdn.packet.transposition import IDENTITY, Transposition
 from hostsdn.policy import model as pm
 
 _SHADOW_SEQ = 1 << 62
@@ -377,7 +378,27 @@ class Switch:
         if staged is None:
             return
         out, flow = staged
+        if flow.dest == UPLINK and l3_length(out) > self.policy.uplink.mtu:
+            self._too_big(ps, frame, out, res)
+            return
         self.deliver(flow, out, now, res)
+
+    def _too_big(self, ps: PortState, frame: bytes, out: bytes, res: Result) -> None:
+        """A VM's packet the uplink's MTU cannot take (after the flow's encap, if any).
+        The host routes it, so like a router (RFC 1191, RFC 8201): IPv4 with DF and IPv6
+        get an ICMP too-big telling the MTU the VM's packets may have; IPv4 without DF is
+        dropped too (the host does not fragment)."""
+        res.drops.append((ps.port.name, DropReason.MTU_EXCEEDED))
+        if not dont_fragment(frame):
+            return
+        uplink = self.policy.uplink
+        mtu = uplink.mtu - max(0, l3_length(out) - l3_length(frame))
+        version = 4 if frame[l2_length(frame) - 2:l2_length(frame)] == b"\x08\x00" else 6
+        reply = too_big_reply(frame, max(mtu, 68 if version == 4 else 1280), frame[:6],
+                              uplink.ip if uplink.version == version else None)
+        if reply is not None:
+            res.outputs.append((ps.port.name, reply))
+            self.counters["icmp_too_big_sent"] += 1
 
     def deliver(self, flow: Flow, frame: bytes, now: float, res: Result) -> None:
         """Send the output of an outbound flow where it goes (used by NIC backends too)."""
@@ -385,7 +406,10 @@ class Switch:
         if dest == UPLINK:
             res.outputs.append((UPLINK, frame))
         elif dest == FLOOD:
-            res.outputs.append((UPLINK, frame))
+            if l3_length(frame) > self.policy.uplink.mtu:
+                res.drops.append((UPLINK, DropReason.MTU_EXCEEDED))
+            else:
+                res.outputs.append((UPLINK, frame))
             for other in self.ports.values():
                 if other.port.name != flow.port:
                     self._to_vm(other, frame, flow.final_key, now, res)
@@ -398,7 +422,11 @@ class Switch:
 
     def _to_vm(self, ps: PortState, frame: bytes, key: FlowKey, now: float, res: Result) -> None:
         staged = self._stage(ps, Direction.IN, frame, key, now, res)
-        if staged is not None:
+        if staged is None:
+            return
+        if l3_length(staged[0]) > ps.port.mtu:
+            res.drops.append((ps.port.name, DropReason.MTU_EXCEEDED))   # L2: no ICMP
+        else:
             res.outputs.append((ps.port.name, staged[0]))
 
     def _from_uplink(self, frame: bytes, key: FlowKey, now: float, res: Result) -> None:
@@ -713,6 +741,11 @@ class Switch:
                     generation=ps.generation, conn=conn,
                     side=walk.side if walk.conn is not None else Side.ORIGINAL, dest=dest,
                     created=now, last_used=now, id=self.counters["flows_created"] + 1)
+        if direction is Direction.IN:
+            flow.max_len = max_frame_length(walk.key, walk.final_key, t, ps.port.mtu)
+        elif dest == UPLINK:
+            flow.max_len = max_frame_length(walk.key, walk.final_key, t,
+                                            self.policy.uplink.mtu)
         ps.tables.table(direction)[walk.key] = flow
         conn.flows.append(flow)
         self.counters["flows_created"] += 1
@@ -846,3 +879,18 @@ class _ShadowCandidates:
         for i in range(self._next, len(self._base)):
             yield self._copier(self._base[i])
         yield from self._added
+
+
+def max_frame_length(key: FlowKey, final: FlowKey, t: Transposition, mtu: int) -> int:
+    """The longest frame (as received, with key ``key``) that, after ``t``, surely fits
+    ``mtu``: a NIC hands longer ones to the host.  A decap is counted with its smallest
+    outer headers (options would only shrink the output), so a frame within the bound
+    always fits; one beyond it is checked by the host."""
+    l2_out = 14 if t.encap is not None else 14 + 4 * len(final.vlans)
+    grow = len(t.encap) if t.encap is not None else 0
+    if t.decap and key.inner is not None:
+        ip_header = 20 if key.ip_version == 4 else 40
+        tunnel = 16 if key.proto == 17 else 8          # UDP + VXLAN, or GRE with a key
+        grow -= 14 + 4 * len(key.vlans) + ip_header + tunnel
+    return mtu + l2_out - grow
+

@@ -79,7 +79,8 @@ CLOCK_MONOTONIC_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", 6)   # Linux va
 def install(dp: XdpDatapath, flows: tuple[FlowSpec, ...] | list[FlowSpec]) -> None:
     ops = [(f.direction, f.port_id, f.key,
             encode_action(f.t, drop=f.drop, dest_port_id=f.dest,
-                          tcp_flags_to_host=f.tcp_flags_to_host)) for f in flows]
+                          tcp_flags_to_host=f.tcp_flags_to_host, max_len=f.max_len))
+           for f in flows]
     assert dp.add_flows(ops) == [None] * len(ops)
 
 

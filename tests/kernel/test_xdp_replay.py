@@ -121,3 +121,13 @@ def test_port_security_is_identical_on_xdp(sequence):
         assert sums["xdp"]["nic_hits"] > 0
     if sequence == "eager_reply":
         assert sums["xdp"]["nic_hits"] >= 1          # the program's drop entry
+
+
+def test_mtu_is_identical_on_xdp():
+    """Frames around each MTU after small frames made the flows: the program hands frames
+    beyond an entry's max_len to the host, which drops them or answers ICMP too-big."""
+    from mtu_cases import mtu_policy, sequence
+
+    ref, sums = assert_same(mtu_policy(), sequence(), XDP_CONFIGS)
+    assert ref["drop_reasons"]["mtu_exceeded"] > 10
+    assert sums["xdp"]["nic_hits"] > 0

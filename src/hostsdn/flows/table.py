@@ -32,6 +32,9 @@ class DropReason(enum.Enum):
     redirect from a VM."""
     VLAN_NOT_ALLOWED = "vlan_not_allowed"
     """Port security: a tagged frame from a VM whose VLAN the port does not declare."""
+    MTU_EXCEEDED = "mtu_exceeded"
+    """Larger than the destination's MTU (port or uplink); where the host routes it
+    (to the uplink) with DF set or IPv6, the VM gets an ICMP too-big as well."""
     UNSUPPORTED = "unsupported"
     HAIRPIN = "hairpin"
     UNKNOWN_PORT = "unknown_port"
@@ -113,6 +116,9 @@ class Flow:
     offload_reason: OffloadReason | None = None
     nic_handle: int = 0
     removed: bool = False
+    max_len: int = 0
+    """Frames (as received) up to this length fit the destination's MTU after the
+    transposition; longer ones are checked one by one (0: no limit)."""
     id: int = 0
     """Its number among the switch's flows (1, 2, ...; never reused while it runs)."""
 

@@ -34,6 +34,8 @@ class NicMiss(enum.Enum):
     """Broadcast / multicast: flooded frames are the host's job (never cached)."""
     NEIGHBOR_DISCOVERY = "neighbor_discovery"
     """ARP / IPv6 ND: port security checks fields their keys lack, on the host."""
+    TOO_BIG = "too_big"
+    """Longer than the entry's ``max_len``: the host applies the MTU (drop or ICMP)."""
     NO_PORT = "no_port"
     """From the wire, addressed to no port the NIC knows."""
     NO_ENTRY = "no_entry"

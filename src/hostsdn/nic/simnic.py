@@ -171,6 +171,16 @@ class SimNic:
             flags = innermost_tcp_flags(frame)
             if flags is not None and flags & _SYN_FIN_RST:
                 return [], NicMiss.TCP_FLAGS
+        length = len(frame)
+        for h in stages:
+            entry = self.table.entries[h]
+            if entry.drop:
+                break
+            if entry.max_len and length > entry.max_len:
+                return [], NicMiss.TOO_BIG          # the host applies the MTU rules
+            t = entry.transposition
+            if t.encap is not None or t.decap:
+                length = len(apply_transposition(frame, t))
         return stages, None
 
     def _miss(self, in_port: str) -> NicRx:

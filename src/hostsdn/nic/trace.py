@@ -419,6 +419,7 @@ _MISS_TEXT = {
     NicMiss.UNPARSED: "the NIC cannot parse the frame",
     NicMiss.FLOODED: "broadcast / multicast: flooded frames stay on the host",
     NicMiss.NEIGHBOR_DISCOVERY: "ARP / IPv6 ND: port security checks each one on the host",
+    NicMiss.TOO_BIG: "longer than the entry allows (MTU): the host drops it or answers ICMP",
     NicMiss.NO_PORT: "from the wire, for no port the NIC knows",
     NicMiss.NO_SECOND_STAGE: "VM to VM: the receiving port's incoming entry is not cached",
     NicMiss.TCP_FLAGS: "TCP SYN/FIN/RST: connection tracking is the host's",

@@ -94,6 +94,9 @@ class NicEntry:
     """Outgoing to a local port: the key the frame has after this entry (its in-cache key)."""
     tcp_flags_to_host: bool = True
     """TCP frames with SYN/FIN/RST go to the host (connection tracking lives there)."""
+    max_len: int = 0
+    """Longer frames (bytes, as received) go to the host, which holds the MTU rules
+    (drop or ICMP too-big); 0: no limit.  Conservative: a frame within it fits."""
 
 
 @dataclass(frozen=True, slots=True)

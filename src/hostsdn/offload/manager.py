@@ -232,7 +232,7 @@ class OffloadManager:
                         transposition=flow.transposition, drop=flow.is_drop,
                         drop_reason=flow.drop_reason,
                         meters=flow.meters, dest=flow.dest, next_key=next_key,
-                        tcp_flags_to_host=_tcp_live(flow))
+                        tcp_flags_to_host=_tcp_live(flow), max_len=flow.max_len)
 
     def _refuse(self, flow: Flow, reason: OffloadReason, *, pending: bool = False) -> None:
         if flow.offload_reason is not reason:

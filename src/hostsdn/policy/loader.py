@@ -57,6 +57,8 @@ breaking a valid file):
   (each a CIDR, a unicast MAC or ``{ip: CIDR, mac: MAC}``; CIDR host bits must be zero).
   No two ports may declare overlapping addresses (``ips`` and allowed networks) or allow
   another port's MAC; the error is reported at the later entry and names the earlier.
+* ``mtu`` of a port and of the uplink: 68..65535, default 1500 (a port with IPv6
+  addresses: at least 1280).
 * ``uplink`` and ``version`` are required; ``ports``, ``layers``, ``mappings`` default to
   empty.  Layer ``stateful`` defaults to false, ``default`` to allow.
 """
@@ -91,6 +93,7 @@ from hostsdn.policy.model import (
     ALLOW,
     BLOCK,
     DECAP,
+    DEFAULT_MTU,
     DEFAULT_TIMEOUTS,
     IP_WIDTH,
     MAX_DSCP,
@@ -606,6 +609,14 @@ def _allowed_address(value: Any) -> AllowedAddress:
                f"got {_describe(value)}")
 
 
+MIN_MTU, MIN_MTU_IPV6, MAX_MTU = 68, 1280, 65535
+"""RFC 791 (every IPv4 host takes 68 bytes), RFC 8200 (IPv6 links: 1280)."""
+
+
+def _mtu(value: Any) -> int:
+    return _int_in(value, MIN_MTU, MAX_MTU, "mtu")
+
+
 def _dscp(value: Any) -> int:
     return _int_in(value, 0, MAX_DSCP, "dscp")
 
@@ -729,6 +740,7 @@ class _UplinkSpec(_Spec):
     mac: UnicastMac
     ip: IpAddr
     gateway_mac: UnicastMac
+    mtu: Annotated[int, PlainValidator(_mtu)] = DEFAULT_MTU
 
 
 class _PortSpec(_Spec):
@@ -740,6 +752,7 @@ class _PortSpec(_Spec):
     allowed_addresses: list[Annotated[AllowedAddress, PlainValidator(_allowed_address)]] = \
         Field(default_factory=list)
     vlans: list[Annotated[int, PlainValidator(_vlan)]] = Field(default_factory=list)
+    mtu: Annotated[int, PlainValidator(_mtu)] = DEFAULT_MTU
 
 
 class _MatchSpec(_Spec):
@@ -1211,6 +1224,10 @@ class _Builder:
                     self.fail((*loc, "layers", k), f"unknown layer {layer!r} (layers: {known})")
                 elif layer in spec.layers[:k]:
                     self.fail((*loc, "layers", k), f"layer {layer!r} is listed twice")
+            if spec.mtu < MIN_MTU_IPV6 and any(i.version == 6 for i in spec.ips):
+                self.fail((*loc, "mtu"), f"mtu {spec.mtu} is below 1280, the least an IPv6 "
+                                         "link must take (RFC 8200), and the port has IPv6 "
+                                         "addresses")
             for k, vid in enumerate(spec.vlans):
                 if vid in spec.vlans[:k]:
                     self.fail((*loc, "vlans", k), f"VLAN {vid} is listed twice")
@@ -1221,7 +1238,7 @@ class _Builder:
             result.append(Port(spec.name, spec.mac, tuple(spec.ips), tuple(spec.layers),
                                self.line(loc), port_security=spec.port_security,
                                allowed_addresses=tuple(spec.allowed_addresses),
-                               vlans=frozenset(spec.vlans)))
+                               vlans=frozenset(spec.vlans), mtu=spec.mtu))
         self._check_overlaps(result)
         return tuple(result)
 
@@ -1275,7 +1292,8 @@ class _Builder:
 
     def policy(self, spec: _PolicySpec, source: str | None) -> Policy:
         up_version, up_ip = spec.uplink.ip
-        uplink = Uplink(spec.uplink.mac, up_ip, up_version, spec.uplink.gateway_mac)
+        uplink = Uplink(spec.uplink.mac, up_ip, up_version, spec.uplink.gateway_mac,
+                        spec.uplink.mtu)
         # Definitions before references: a duplicate layer is reported as such, not as
         # the port that refers to it.  Within a phase the earliest line wins.
         self.mapping_names = spec.mappings

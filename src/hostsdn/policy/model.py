@@ -35,6 +35,8 @@ MAX_VNI = (1 << 24) - 1
 MAX_DSCP = 63
 MAX_VID = 4095
 MAX_PRIORITY = 0xFFFF
+DEFAULT_MTU = 1500
+"""MTU of a port or of the uplink when the policy gives none (Ethernet)."""
 
 
 class DefaultAction(StrEnum):
@@ -446,6 +448,10 @@ class Uplink:
     """IP version of ``ip``."""
     gateway_mac: bytes
     """Next hop MAC (outer destination MAC)."""
+    mtu: int = DEFAULT_MTU
+    """Largest IP packet (bytes) the wire takes.  An encapsulated VM packet grows by the
+    tunnel headers (VXLAN over IPv4: 50 bytes), so VMs whose traffic is encapsulated
+    should use an MTU of at most ``mtu - 50`` (or the uplink a larger one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,10 +480,6 @@ class AllowedAddress:
         return " ".join(parts)
 
 
-DEFAULT_MTU = 1500
-"""MTU of a port or of the uplink when the policy gives none (Ethernet)."""
-
-
 @dataclass(frozen=True, slots=True)
 class Port:
     """A VM-facing port (VF)."""
@@ -499,6 +501,8 @@ class Port:
     """Extra sources the VM may use (a VM that routes, a VRRP address)."""
     vlans: frozenset[int] = frozenset()
     """VIDs the VM may tag its frames with (one 802.1Q tag); empty: untagged only."""
+    mtu: int = DEFAULT_MTU
+    """Largest IP packet (bytes) the VM takes; larger frames to it are not delivered."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -189,7 +189,8 @@ class XdpNic:
             return OpResult(handle, OpError.DEVICE, f"unknown destination {e.dest!r}")
         try:
             return encode_action(e.transposition, drop=e.drop, dest_port_id=dest,
-                                 tcp_flags_to_host=e.tcp_flags_to_host)
+                                 tcp_flags_to_host=e.tcp_flags_to_host,
+                                 max_len=e.max_len)
         except NicError as exc:
             return OpResult(handle, OpError.DEVICE, str(exc))
 

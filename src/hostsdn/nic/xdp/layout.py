@@ -137,6 +137,7 @@ class Reason(IntEnum):
     NOT_TUNNEL = 17
     BAD_ACTION = 18
     NEIGHBOR_DISCOVERY = 19
+    TOO_BIG = 20
 
 
 # ---------------------------------------------------------------- ctypes mirrors
@@ -201,7 +202,7 @@ class FlowActionC(ctypes.Structure):
         ("set_dst_mac", ctypes.c_uint8 * 6),
         ("set_src_port", ctypes.c_uint16),
         ("set_dst_port", ctypes.c_uint16),
-        ("pad1", ctypes.c_uint16),
+        ("max_len", ctypes.c_uint16),
         ("set_src_ip", ctypes.c_uint32 * 4),
         ("set_dst_ip", ctypes.c_uint32 * 4),
         ("encap", ctypes.c_uint8 * 50),
@@ -271,7 +272,7 @@ _OUT_KEY = struct.Struct("!4s" + _HDR_FMT)
 _TUN_KEY = struct.Struct("!" + _HDR_FMT + "4s" + _HDR_FMT)
 _OUT_TUN_KEY = struct.Struct("!4s" + _HDR_FMT + "4s" + _HDR_FMT)
 # flow_action (host order; the __be fields are given as raw 2/16-byte strings)
-_ACTION = struct.Struct("=IIIBx6s6s2s2s2x16s16s50s6xQQQ")
+_ACTION = struct.Struct("=IIIBx6s6s2s2sH16s16s50s6xQQQ")
 _COUNTERS = struct.Struct("=QQQ")
 _COUNTERS_OFFSET = FlowActionC.packets.offset
 _PORT = struct.Struct("=II6sBx")
@@ -433,12 +434,15 @@ def _check_encap(template: bytes) -> None:
 
 
 def encode_action(t: Transposition, *, drop: bool = False, dest_port_id: int | None = None,
-                  tcp_flags_to_host: bool = True) -> bytes:
+                  tcp_flags_to_host: bool = True, max_len: int = 0) -> bytes:
     """``struct flow_action`` (144 bytes, counters zero) for a transposition + verdict.
 
     ``dest_port_id`` is required unless ``drop``.  ``tcp_flags_to_host``: frames with
     SYN/FIN/RST go to the host (docs/design.md: connection tracking lives there).
+    ``max_len``: longer frames go to the host (MTU; 0 or more than 65535: no limit).
     """
+    if not 0 < max_len <= 0xFFFF:
+        max_len = 0
     flags = 0
     mask = 0
     if drop:
@@ -486,7 +490,7 @@ def encode_action(t: Transposition, *, drop: bool = False, dest_port_id: int | N
             raise ValueError("MAC addresses are 6 bytes")
         dest = HOSTSDN_NO_PORT if dest_port_id is None else dest_port_id
         return _ACTION.pack(flags, mask, dest, dscp, src_mac, dst_mac, src_port, dst_port,
-                            src_ip, dst_ip, encap, 0, 0, 0)
+                            max_len, src_ip, dst_ip, encap, 0, 0, 0)
     except (struct.error, OverflowError, ValueError, TypeError) as exc:
         raise NicError(f"cannot encode transposition {t!r}: {exc}") from exc
 
@@ -518,6 +522,8 @@ class DecodedAction:
     """ACT_F_TCP_FLAGS_TO_HOST."""
     counters: FlowCounters
     """The entry's counters."""
+    max_len: int = 0
+    """Longer frames go to the host (0: no limit)."""
 
 
 def decode_counters(raw: bytes) -> FlowCounters:
@@ -527,8 +533,8 @@ def decode_counters(raw: bytes) -> FlowCounters:
 
 def decode_action(raw: bytes) -> DecodedAction:
     """Inverse of ``encode_action`` (plus the counters)."""
-    (flags, mask, dest, dscp, src_mac, dst_mac, src_port, dst_port, src_ip, dst_ip, encap,
-     packets, nbytes, last_used) = _ACTION.unpack(raw)
+    (flags, mask, dest, dscp, src_mac, dst_mac, src_port, dst_port, max_len, src_ip, dst_ip,
+     encap, packets, nbytes, last_used) = _ACTION.unpack(raw)
     t = Transposition(
         decap=bool(flags & ACT_F_DECAP),
         set_src_mac=src_mac if mask & SET_SRC_MAC else None,
@@ -543,7 +549,7 @@ def decode_action(raw: bytes) -> DecodedAction:
     return DecodedAction(t, bool(flags & ACT_F_DROP),
                          None if dest == HOSTSDN_NO_PORT else dest,
                          bool(flags & ACT_F_TCP_FLAGS_TO_HOST),
-                         FlowCounters(packets, nbytes, last_used))
+                         FlowCounters(packets, nbytes, last_used), max_len)
 
 
 # ---------------------------------------------------------------- ports

@@ -775,6 +775,8 @@ static __always_inline int from_vm(struct xdp_md *ctx, struct scratch *s,
 		count_hit(act, s->len, bpf_ktime_get_coarse_ns());
 		return verdict(res, XDP_DROP, R_DROP);
 	}
+	if (act->max_len && s->len > act->max_len)
+		return verdict(res, XDP_PASS, R_TOO_BIG);
 	dest = port_by_id(act->dest_port_id);
 	if (!dest)
 		return verdict(res, XDP_PASS, R_NO_DEST);
@@ -802,6 +804,8 @@ static __always_inline int from_vm(struct xdp_md *ctx, struct scratch *s,
 		count_hit(in_act, s->len, now);
 		return verdict(res, XDP_DROP, R_DROP);
 	}
+	if (in_act->max_len && s->len > in_act->max_len)
+		return verdict(res, XDP_PASS, R_TOO_BIG);   /* s->len: no encap on this path */
 	dest2 = port_by_id(in_act->dest_port_id);
 	if (!dest2)
 		return verdict(res, XDP_PASS, R_NO_DEST);
@@ -847,6 +851,8 @@ static __always_inline int from_uplink(struct xdp_md *ctx, struct scratch *s,
 		count_hit(act, s->len, bpf_ktime_get_coarse_ns());
 		return verdict(res, XDP_DROP, R_DROP);
 	}
+	if (act->max_len && s->len > act->max_len)
+		return verdict(res, XDP_PASS, R_TOO_BIG);
 	dest = port_by_id(act->dest_port_id);
 	if (!dest)
 		return verdict(res, XDP_PASS, R_NO_DEST);

@@ -59,6 +59,7 @@
 #define R_NOT_TUNNEL            17   /* decap of a frame that is not VXLAN (the codec raises) */
 #define R_BAD_ACTION            18   /* IPv4 rewrite to an address wider than 32 bits */
 #define R_NEIGHBOR_DISCOVERY    19   /* IPv6 ND (ICMPv6 133..137): port security on the host */
+#define R_TOO_BIG               20   /* longer than the entry's max_len (MTU): the host decides */
 
 #define ND_ROUTER_SOLICIT       133
 #define ND_REDIRECT             137

@@ -93,7 +93,7 @@ struct flow_action {
 	__u8   set_dst_mac[6];  /*  20 */
 	__be16 set_src_port;    /*  26 TCP/UDP source port or ICMP echo id */
 	__be16 set_dst_port;    /*  28 */
-	__u16  pad1;            /*  30 */
+	__u16  max_len;         /*  30 longer frames go to the host (MTU); 0: no limit */
 	__be32 set_src_ip[4];   /*  32 same encoding as hdr_key */
 	__be32 set_dst_ip[4];   /*  48 */
 	__u8   encap[50];       /*  64 Ethernet+IPv4+UDP+VXLAN, length/checksum fields zero */
