@@ -223,7 +223,7 @@ def test_an_ip_range_matches_exactly_its_addresses(data: st.DataObject, version:
     text = f"{ipaddress.ip_address(lo) if version == 4 else ipaddress.IPv6Address(lo)}-" \
            f"{ipaddress.ip_address(hi) if version == 4 else ipaddress.IPv6Address(hi)}"
     match = parse_match({"dst_ip": text})
-    rule = Rule("a", Direction.INBOUND, 0, 0, match, (ALLOW,))
+    rule = Rule("a", Direction.IN, 0, 0, match, (ALLOW,))
     classifier = Classifier([rule])
     for x in {lo, hi, max(0, lo - 1), min(top, hi + 1), data.draw(st.integers(lo, hi)),
               data.draw(st.integers(0, top))}:

@@ -113,8 +113,8 @@ def test_interface_names_pick_the_ingress_port(tmp_path, policy):
                      + epb(2, 3_000_000, FROM_B) + epb(0, 4_000_000, FROM_A))
     outcome = replay(policy, path, keep_verdicts=True)
     assert [v["in_port"] for v in outcome.verdicts] == ["a", "b", "b", "a"]
-    assert outcome.summary["drop_reasons"] == {"spoofed_src_mac": 1}
-    assert outcome.summary["forwarded"] == 3
+    assert outcome.to_json()["drop_reasons"] == {"spoofed_src_mac": 1}
+    assert outcome.to_json()["forwarded"] == 3
 
 
 @pytest.mark.parametrize("cut", [1, 10, 20, 40])
@@ -123,9 +123,9 @@ def test_pcapng_last_record_cut_short_is_reported(tmp_path, policy, cut):
     path = tmp_path / "cut.pcapng"
     path.write_bytes(data[:-cut])
     outcome = replay(policy, path)
-    assert outcome.summary["packets"] == 1
-    assert outcome.summary["trace_warnings"] == 1
-    [warning] = outcome.summary["trace_warning_list"]
+    assert outcome.to_json()["packets"] == 1
+    assert outcome.to_json()["trace_warnings"] == 1
+    [warning] = outcome.to_json()["trace_warning_list"]
     assert warning["index"] == 1
     assert "cut short" in warning["message"]
 

@@ -49,7 +49,7 @@ def _entry(spec: FlowSpec, case: Case) -> NicEntry:
         port = dest or (local[0] if local else NAMES[1])
         return NicEntry(Direction.IN, port, spec.key, spec.t, drop=spec.drop,
                         drop_reason=DropReason.BLOCKED if spec.drop else None, dest=dest,
-                        tcp_flags_to_host=spec.tcp_flags_to_host)
+                        tcp_flags_to_host=spec.tcp_flags_to_host, max_len=spec.max_len)
     next_key = None
     if dest not in ("", "uplink"):
         # a local delivery: the key the frame has after this entry (its in-cache key)
@@ -60,7 +60,8 @@ def _entry(spec: FlowSpec, case: Case) -> NicEntry:
     assert spec.port_id is not None
     return NicEntry(Direction.OUT, NAMES[spec.port_id], spec.key, spec.t, drop=spec.drop,
                     drop_reason=DropReason.BLOCKED if spec.drop else None, dest=dest,
-                    next_key=next_key, tcp_flags_to_host=spec.tcp_flags_to_host)
+                    next_key=next_key, tcp_flags_to_host=spec.tcp_flags_to_host,
+                    max_len=spec.max_len)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.description for c in CASES])

@@ -180,7 +180,10 @@ class SimNic:
                 return [], NicMiss.TOO_BIG          # the host applies the MTU rules
             t = entry.transposition
             if t.encap is not None or t.decap:
-                length = len(apply_transposition(frame, t))
+                try:
+                    length = len(apply_transposition(frame, t))
+                except PacketError:
+                    break                # receive hands it to the host (actions misapply)
         return stages, None
 
     def _miss(self, in_port: str) -> NicRx:

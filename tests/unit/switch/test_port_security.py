@@ -89,12 +89,13 @@ def test_the_eager_reply_flow_of_an_inbound_frame_does_not_open_a_spoofed_source
 
 def test_simnic_hands_neighbor_discovery_to_the_host_even_with_an_entry(policy):
     """Defence in depth: an entry for an NA key (the manager never makes one) is not used."""
+    from hostsdn.direction import Direction
     from hostsdn.nic.simnic import SimNic
-    from hostsdn.offload.backend import FlowOp, NicDirection, NicEntry, OpKind
+    from hostsdn.offload.backend import FlowOp, NicEntry, OpKind
     from hostsdn.packet.transposition import Transposition
 
     nic = SimNic(policy)
-    entry = NicEntry(direction=NicDirection.OUT, port="a", key=flow_key(NA_GOOD),
+    entry = NicEntry(direction=Direction.OUT, port="a", key=flow_key(NA_GOOD),
                      transposition=Transposition(), dest="b")
     assert nic.operate([FlowOp(OpKind.ADD, 1, entry)])[0].ok
     assert not nic.receive(NA_BAD, "a", 1.0).hit
