@@ -68,6 +68,11 @@ KEY_DOCS: dict[str, KeyDoc] = {
                              "source of VXLAN frames).", "192.0.2.1"),
     "_UplinkSpec.gateway_mac": KeyDoc("unicast MAC", "The next hop's MAC (destination of "
                                       "frames leaving by the uplink).", '"02:00:00:00:ee:01"'),
+    "_UplinkSpec.mtu": KeyDoc("integer 68..65535, bytes (default 1500)", "Largest IP "
+                              "packet sent to the wire, tunnel headers included (VXLAN over "
+                              "IPv4 adds 50: VMs reaching remote CAs should use 1450, or the "
+                              "uplink 1550).  A larger routed DF/IPv6 packet from a VM gets "
+                              "an ICMP too-big.", "1550"),
     "_PortSpec.name": KeyDoc("name: letters, digits, `_ . -`, at most 64", "Port name "
                              "(unique); `hostsdn up` makes the namespace `hsdn-<name>`.",
                              "web"),
@@ -79,6 +84,23 @@ KEY_DOCS: dict[str, KeyDoc] = {
                             '["10.1.0.4/24"]'),
     "_PortSpec.layers": KeyDoc("list of layer names", "The port's layers, top (VM side) "
                                "to bottom (wire side); see *Layer order*.", "[acl, nat]"),
+    "_PortSpec.port_security": KeyDoc("true or false (default true)", "Anti-spoofing of "
+                                      "the VM's frames (source MAC and IP, ARP, IPv6 ND, "
+                                      "VLAN tags), as OpenStack port security; `false` "
+                                      "turns every check off.", "false"),
+    "_PortSpec.allowed_addresses": KeyDoc("list of CIDRs, MACs or `{ip: CIDR, mac: MAC}`",
+                                          "Extra sources the VM may use (OpenStack "
+                                          "allowed-address-pairs): a CIDR with the port MAC, "
+                                          "a MAC with the port's addresses, or the pair.  "
+                                          "May not overlap another port's addresses.",
+                                          '["10.9.0.0/16", {ip: 10.8.0.1, mac: '
+                                          '"02:00:00:00:00:cd"}]'),
+    "_PortSpec.vlans": KeyDoc("list of VLAN IDs 0..4095 (default none)", "VIDs the VM may "
+                              "tag its frames with (one 802.1Q tag); other tagged frames "
+                              "are `vlan_not_allowed`.", "[100, 200]"),
+    "_PortSpec.mtu": KeyDoc("integer 68..65535, bytes (default 1500; 1280 at least with "
+                            "IPv6 addresses)", "Largest IP packet delivered to the VM; "
+                            "larger ones are `mtu_exceeded`.", "9000"),
     "_LayerSpec.name": KeyDoc("name", "Layer name (unique), referred to by ports.", "acl"),
     "_LayerSpec.timeouts": KeyDoc("mapping (as the policy's `timeouts`)", "Idle "
                                   "timeouts of the connections this layer tracks, over "
