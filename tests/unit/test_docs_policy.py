@@ -21,12 +21,15 @@ BASE = dict(
     version="1", u_mac='"02:00:00:00:ff:01"', u_ip="192.0.2.1", u_gw='"02:00:00:00:ee:01"',
     p_name="vm", p_mac='"02:00:00:00:00:01"', p_ips='["10.1.0.4/24"]', p_layers="[acl]",
     l_name="acl", l_stateful="false", l_default="allow", r_priority="1", r_match="{}",
-    r_action="allow", m_pa="192.0.2.2", m_mac='"02:00:00:00:00:05"')
+    r_action="allow", m_pa="192.0.2.2", m_mac='"02:00:00:00:00:05"', u_mtu="1500",
+    p_security="true", p_allowed="[]", p_vlans="[]", p_mtu="1500")
 TEMPLATE = """\
 version: {version}
-uplink: {{mac: {u_mac}, ip: {u_ip}, gateway_mac: {u_gw}}}
+uplink: {{mac: {u_mac}, ip: {u_ip}, gateway_mac: {u_gw}, mtu: {u_mtu}}}
 ports:
-  - {{name: {p_name}, mac: {p_mac}, ips: {p_ips}, layers: {p_layers}}}
+  - {{name: {p_name}, mac: {p_mac}, ips: {p_ips}, layers: {p_layers},
+     port_security: {p_security}, allowed_addresses: {p_allowed}, vlans: {p_vlans},
+     mtu: {p_mtu}}}
 layers:
   - name: {l_name}
     stateful: {l_stateful}
@@ -59,6 +62,9 @@ ACTION = {
 PLACE = {"_PolicySpec.version": "version", "_UplinkSpec.mac": "u_mac", "_UplinkSpec.ip": "u_ip",
          "_UplinkSpec.gateway_mac": "u_gw", "_PortSpec.name": "p_name",
          "_PortSpec.mac": "p_mac", "_PortSpec.ips": "p_ips", "_PortSpec.layers": "p_layers",
+         "_UplinkSpec.mtu": "u_mtu", "_PortSpec.port_security": "p_security",
+         "_PortSpec.allowed_addresses": "p_allowed", "_PortSpec.vlans": "p_vlans",
+         "_PortSpec.mtu": "p_mtu",
          "_LayerSpec.name": "l_name", "_LayerSpec.stateful": "l_stateful",
          "_LayerSpec.default": "l_default", "_RuleSpec.priority": "r_priority",
          "_RuleSpec.match": "r_match", "_RuleSpec.action": "r_action",
