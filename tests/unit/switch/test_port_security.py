@@ -12,7 +12,7 @@ from scapy.all import ICMP, IP, UDP  # type: ignore
 from fidelity import CONFIGS, assert_same
 from frames import udp
 from hostsdn.flows.portsec import PortGuard, eui64_link_local, is_neighbor_discovery
-from hostsdn.flows.table import OffloadReason, OffloadState
+from hostsdn.flows.table import DropReason, OffloadReason, OffloadState
 from hostsdn.nic.datapath import Datapath
 from hostsdn.packet import flow_key
 from hostsdn.switch import Switch
