@@ -39,7 +39,7 @@ from hostsdn.flows.pipeline import (
     meter_configs,
     register,
 )
-from hostsdn.flows.portsec import PortGuard
+from hostsdn.flows.portsec import PortGuard, is_neighbor_discovery
 from hostsdn.flows.related import is_related_candidate, related_key, related_output
 from hostsdn.flows.table import (
     EDGE_IN,
@@ -733,8 +733,9 @@ class Switch:
         if dest is None:
             drop = DropReason.HAIRPIN
             dest = ps.port.name
-        if direction is Direction.OUT and drop is None:
-            drop = ps.guard.check_key(walk.key)    # an eager reply flow the VM may not use
+        if direction is Direction.OUT and drop is None and not is_neighbor_discovery(walk.key):
+            # an eager reply flow the VM may not use (ARP/ND never reach a NIC: skipped)
+            drop = ps.guard.check_key(walk.key)
         flow = Flow(port=ps.port.name, direction=direction, key=walk.key,
                     final_key=walk.final_key, transposition=t, meters=tuple(walk.meters),
                     drop_reason=drop, decided_by=tuple(walk.decided_by),

@@ -646,10 +646,12 @@ def _pick_frame(pol: Any, fields: str | None, pcap: str | None,
     if fields is not None:
         return framespec.build_frame(pol, framespec.parse_fields(fields))
     assert pcap is not None and frame_index is not None
-    tf, _ = replay_into(_Skip(), pcap, stop_at=frame_index, by_mac={})  # type: ignore[arg-type]
+    tf, _ = replay_into(_Skip(), pcap, stop_at=frame_index, by_mac={},  # type: ignore[arg-type]
+                        names=frozenset())
     if tf is None:
         raise framespec.FrameSpecError(f"{pcap} has no frame {frame_index}")
-    return tf.data, classify_port(tf.data, {p.mac: p.name for p in pol.ports})
+    return tf.data, ingress_port(tf, {p.mac: p.name for p in pol.ports},
+                                 frozenset(p.name for p in pol.ports))
 
 
 def _live_trace(pol: Any, policy: str, fields: str | None, pcap: str | None,
