@@ -12,12 +12,12 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter, deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Protocol, cast
 
 from hostsdn.direction import Direction
-from hostsdn.errors import PacketError
+from hostsdn.errors import PacketError, PolicyError
 from hostsdn.flows.conntrack import ConnTimeouts, Side
 from hostsdn.flows.fragments import FragmentTable, datagram_id
 from hostsdn.flows.keys import (
@@ -226,6 +226,124 @@ class Switch:
                 for flow in list(tables.out_flows.values()) + list(tables.in_flows.values()):
                     self.observer.flow_removed(flow, OffloadReason.STALE_GENERATION)
         return changed
+
+    # -- ports and mappings at runtime (issue 12) --------------------------------------
+    def policy_with_port(self, port: pm.Port,
+                         layers: Mapping[str, pm.Layer] | None = None) -> pm.Policy:
+        """The current policy with ``port`` added (and those of ``layers`` it lacks), or a
+        ``PolicyError`` naming what is wrong (name or MAC in use, unknown layer)."""
+        if any(p.name == port.name for p in self.policy.ports):
+            raise PolicyError(f"port {port.name!r} exists", field="ports.name")
+        if any(p.mac == port.mac for p in self.policy.ports):
+            raise PolicyError(f"port {port.name!r}: MAC already used by another port",
+                              field="ports.mac")
+        merged = {**self.policy.layers,
+                  **{k: v for k, v in (layers or {}).items() if k not in self.policy.layers}}
+        missing = [n for n in port.layers if n not in merged]
+        if missing:
+            raise PolicyError(f"port {port.name!r}: unknown layer {missing[0]!r}",
+                              field="ports.layers")
+        return replace(self.policy, ports=(*self.policy.ports, port), layers=merged)
+
+    def add_port(self, port: pm.Port, layers: Mapping[str, pm.Layer] | None = None) -> None:
+        """Add a VM port (with the layers it names that the policy lacks) to the running
+        switch.  Only that port is evaluated: other ports keep their generation, flows,
+        connections and NIC entries, except their flows to the new port's MAC (which went
+        to the uplink before) are re-evaluated.  A name or MAC already in use, or a layer
+        that does not exist, is a ``PolicyError`` and nothing changes."""
+        self._install(self.policy_with_port(port, layers))
+        for ps in self.ports.values():
+            if ps.port.name == port.name:
+                continue
+            for flow in list(ps.tables.out_flows.values()):
+                if flow.final_key.dst_mac == port.mac:
+                    self._remove_flow(flow, OffloadReason.STALE_GENERATION)
+        self.counters["ports_added"] += 1
+
+    def remove_port(self, name: str) -> None:
+        """Remove a VM port: its flows (host and NIC) and connections go, NAT ports are
+        released, and other ports' flows to or from it are re-evaluated on their next
+        packet.  Other flows, connections and NIC entries are untouched.  An unknown name
+        is a ``PolicyError``."""
+        ps = self.ports.get(name)
+        if ps is None:
+            raise PolicyError(f"no port {name!r}", field="ports.name")
+        conns = {id(f.conn): f.conn for t in (ps.tables.out_flows, ps.tables.in_flows)
+                 for f in t.values()}
+        for conns_table in (ps.tables.edge_out, ps.tables.edge_in, *ps.tables.layer_conns):
+            for lc in conns_table.values():
+                conns[id(lc.conn)] = lc.conn
+        for conn in conns.values():
+            if not conn.closed:
+                for f in conn.flows:
+                    self._remove_flow(f, OffloadReason.STALE_GENERATION)
+                self._expire(conn)
+        for flow in list(ps.tables.out_flows.values()) + list(ps.tables.in_flows.values()):
+            self._remove_flow(flow, OffloadReason.STALE_GENERATION)
+        for other in self.ports.values():
+            if other is ps:
+                continue
+            for flow in list(other.tables.out_flows.values()):
+                if flow.dest == name:
+                    self._remove_flow(flow, OffloadReason.STALE_GENERATION)
+            for flow in list(other.tables.in_flows.values()):
+                if flow.key.src_mac == ps.port.mac:     # delivered from it, port to port
+                    self._remove_flow(flow, OffloadReason.STALE_GENERATION)
+        policy = replace(self.policy, ports=tuple(p for p in self.policy.ports
+                                                  if p.name != name))
+        self._install(policy)
+        self.counters["ports_removed"] += 1
+
+    def set_mapping(self, name: str, vmap: pm.VnetMap | None) -> int:
+        """Replace (or with None remove) the VNET mapping ``name``.  Only the outbound
+        flows to a customer address whose entry was added, changed or removed, on ports
+        whose encaps use this mapping, are removed (host and NIC); their connections stay,
+        so established traffic is re-walked on its next packet and goes to the new PA.
+        Returns how many flows were removed."""
+        old = self.policy.mappings.get(name)
+        old_entries = dict(old.entries) if old is not None else {}
+        new_entries = dict(vmap.entries) if vmap is not None else {}
+        changed = {k for k in old_entries.keys() | new_entries.keys()
+                   if _entry_value(old_entries.get(k)) != _entry_value(new_entries.get(k))}
+        mappings = {k: v for k, v in self.policy.mappings.items() if k != name}
+        if vmap is not None:
+            mappings[name] = vmap
+        self._install(replace(self.policy, mappings=mappings))
+        removed = 0
+        if not changed:
+            return 0
+        for ps in self.ports.values():
+            if not any(isinstance(a, pm.Encap) and a.map == name for cl in ps.layers
+                       for r in (*cl.layer.outbound, *cl.layer.inbound) for a in r.actions):
+                continue
+            for flow in list(ps.tables.out_flows.values()):
+                k, inner = flow.key, flow.final_key.inner
+                if (k.ip_version, k.dst_ip) in changed or (
+                        inner is not None and (inner.ip_version, inner.dst_ip) in changed):
+                    self._remove_flow(flow, OffloadReason.STALE_GENERATION)
+                    removed += 1
+        self.counters["mapping_flows_invalidated"] += removed
+        return removed
+
+    def update(self, policy: pm.Policy) -> list[str]:
+        """Move to ``policy`` touching as little as possible (the agent's path): removed
+        ports (or ports whose MAC changed) go, mappings change entry by entry
+        (``set_mapping``), new ports are added (``add_port``), and only the ports whose own
+        configuration (port entry, layers, uplink) changed get a new generation
+        (``replace_policy``).  Returns the ports whose generation moved."""
+        new_by_name = {p.name: p for p in policy.ports}
+        for p in list(self.policy.ports):
+            q = new_by_name.get(p.name)
+            if q is None or q.mac != p.mac:
+                self.remove_port(p.name)
+        for name in list(dict.fromkeys([*self.policy.mappings, *policy.mappings])):
+            if self.policy.mappings.get(name) != policy.mappings.get(name):
+                self.set_mapping(name, policy.mappings.get(name))
+        have = {p.name for p in self.policy.ports}
+        for p in policy.ports:
+            if p.name not in have:
+                self.add_port(p, {n: policy.layers[n] for n in p.layers if n in policy.layers})
+        return self.replace_policy(policy)
 
     # -- timers ------------------------------------------------------------------------
     def next_timeout(self) -> float | None:
@@ -894,4 +1012,9 @@ def max_frame_length(key: FlowKey, final: FlowKey, t: Transposition, mtu: int) -
         tunnel = 16 if key.proto == 17 else 8          # UDP + VXLAN, or GRE with a key
         grow -= 14 + 4 * len(key.vlans) + ip_header + tunnel
     return mtu + l2_out - grow
+
+
+def _entry_value(e: pm.MappingEntry | None) -> tuple[int, int, bytes] | None:
+    """What of a mapping entry changes where packets go (its file line does not)."""
+    return None if e is None else (e.pa, e.pa_version, e.mac)
 

@@ -11,11 +11,11 @@ host path; the NIC still looks up (validates) every frame it gets.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from hostsdn.errors import PacketError
+from hostsdn.errors import PacketError, PolicyError
 from hostsdn.flows.keys import normalize
 from hostsdn.flows.meter import MeterTable
 from hostsdn.flows.table import DropReason, Flow
@@ -173,6 +173,37 @@ class Datapath:
         changed = self.switch.replace_policy(policy)
         self.manager.flush()
         return changed
+
+    def update(self, policy: pm.Policy) -> list[str]:
+        """Move the running datapath to ``policy`` touching only what changed
+        (``Switch.update``: ports added or removed alone, mapping entries one by one); the
+        backend sees the policy first and may refuse it (``NicError``, nothing changes).
+        NIC entries of what changed are deleted before this returns."""
+        if self.backend is not None:
+            self.backend.replace_policy(policy)
+        changed = self.switch.update(policy)
+        self.manager.flush()
+        return changed
+
+    def add_port(self, port: pm.Port, layers: Mapping[str, pm.Layer] | None = None) -> None:
+        """Add one port at runtime (``Switch.add_port``); other ports are untouched."""
+        self.update(self.switch.policy_with_port(port, layers))
+
+    def remove_port(self, name: str) -> None:
+        """Remove one port at runtime (``Switch.remove_port``); other ports are untouched."""
+        if name not in self.switch.ports:
+            raise PolicyError(f"no port {name!r}", field="ports.name")
+        pol = self.switch.policy
+        self.update(replace(pol, ports=tuple(p for p in pol.ports if p.name != name)))
+
+    def set_mapping(self, name: str, vmap: pm.VnetMap | None) -> None:
+        """Replace or remove one VNET mapping (``Switch.set_mapping``): only the flows to
+        the customer addresses whose entry changed leave the host and the NIC."""
+        pol = self.switch.policy
+        maps = {k: v for k, v in pol.mappings.items() if k != name}
+        if vmap is not None:
+            maps[name] = vmap
+        self.update(replace(pol, mappings=maps))
 
     def receive(self, frame: bytes, in_port: str, now: float) -> DpResult:
         """One frame entering from a VM port or the uplink: the NIC first."""
