@@ -15,3 +15,6 @@ def example_policy():
     from hostsdn.runtime.policyfile import load_policy
 
     return load_policy(EXAMPLES / "policy.yaml")
+
+
+from etcd_fixtures import etcd  # noqa: F401  (a real etcd: tests/etcd_fixtures.py)

@@ -881,5 +881,15 @@ def _running_stats(policy: str) -> tuple[dict[str, Any], str]:
         return client.get("/v1/stats"), f"hostsdn stats: {Path(policy).name} (running)"
 
 
+def _add_fleet_commands() -> None:
+    from hostsdn.cli.fleet import agent, ctl
+
+    main.add_command(ctl)
+    main.add_command(agent)
+
+
+_add_fleet_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

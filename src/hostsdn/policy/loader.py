@@ -1335,6 +1335,13 @@ def _validation_error(exc: ValidationError, spec: type[BaseModel], locator: _Loc
 def load_policy_text(text: str, filename: str = "<string>") -> Policy:
     """Parse and validate a policy given as YAML text; ``filename`` is used in errors
     and kept as ``Policy.source``.  Raises ``PolicyError``."""
+    return load_policy_data(text, filename)[0]
+
+
+def load_policy_data(text: str, filename: str = "<string>") -> tuple[Policy, dict[str, Any]]:
+    """``load_policy_text``, also returning the document as plain data (what the YAML
+    says, as this loader's YAML 1.2 core schema reads it): the fleet store keeps pieces of
+    it as JSON, which this same loader validates again on every host."""
     try:
         root = _compose(text, filename)
         if root is None:
@@ -1356,7 +1363,7 @@ def load_policy_text(text: str, filename: str = "<string>") -> Policy:
         spec = _PolicySpec.model_validate(data)
     except ValidationError as exc:
         raise _validation_error(exc, _PolicySpec, locator, filename) from None
-    return _Builder(filename, locator).policy(spec, filename)
+    return _Builder(filename, locator).policy(spec, filename), data
 
 
 def parse_match(data: Mapping[str, Any]) -> Match:

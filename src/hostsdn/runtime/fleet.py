@@ -1,0 +1,409 @@
+"""Many hosts: desired state in etcd, one agent per host (issue 12).
+
+Key layout (version 1; every value is JSON, in the policy file's own schema so the one
+loader, ``hostsdn.policy.loader``, validates it on the way in and again on every host)::
+
+    /hostsdn/v1/hosts/<host>/uplink          {"mac", "ip", "gateway_mac"}  (policy `uplink`)
+    /hostsdn/v1/hosts/<host>/ports/<port>    a policy `ports` entry
+    /hostsdn/v1/hosts/<host>/layers/<layer>  a policy `layers` entry (the host's layers)
+    /hostsdn/v1/mappings/<map>/<ca>          {"pa", "mac"}   (policy `mappings.<map>.<ca>`)
+    /hostsdn/v1/vnets/<map>                  {"vni", "prefixes": [...]}  (from the encaps)
+    /hostsdn/v1/status/<host>                written by the agent, under a lease:
+                                             {"revision", "synced", "etcd", "ports", ...}
+
+A mapping is global (every host encapsulating to that VNET reads it): moving a VM is one
+put of its ``mappings/<map>/<ca>`` key.  A host's policy is the document
+``{version: 1, uplink, ports, layers, mappings}`` made from its keys and the mappings.
+
+The client is ``etcd3gw`` (OpenStack's client for etcd's v3 JSON gateway: kept up by the
+OpenStack oslo/tooz maintainers, pure Python on ``requests``, no gRPC stubs to build).
+Its watch helper hides a compaction (``compact_revision``) and a closed stream, which an
+agent must see, so the agent reads the gateway's watch stream itself with the client's
+session (``Store.watch``); everything else goes through the client.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from hostsdn.errors import HostsdnUsageError, PolicyError
+from hostsdn.policy.loader import load_policy_data, load_policy_text
+from hostsdn.policy.model import Encap, Policy
+
+PREFIX = "/hostsdn/v1/"
+STATUS_TTL = 10
+"""Seconds a host's status outlives its agent (the lease's TTL)."""
+
+log = logging.getLogger("hostsdn.fleet")
+
+
+class FleetError(HostsdnUsageError):
+    """etcd cannot be reached or refused a request."""
+
+
+class Compacted(Exception):
+    """The watch's start revision was compacted away: a full resync is needed."""
+
+
+def host_prefix(host: str) -> str:
+    return f"{PREFIX}hosts/{host}/"
+
+
+def status_key(host: str) -> str:
+    return f"{PREFIX}status/{host}"
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _unb64(text: str) -> str:
+    return base64.b64decode(text).decode()
+
+
+def _range_end(prefix: str) -> str:
+    raw = bytearray(prefix.encode())
+    raw[-1] += 1
+    return base64.b64encode(bytes(raw)).decode()
+
+
+# -- what `ctl apply` writes ----------------------------------------------------------------
+def desired_keys(text: str, filename: str, host: str | None) -> tuple[dict[str, str], list[str]]:
+    """The keys a policy file sets (``key -> JSON``) and the prefixes it owns (whose
+    other keys it deletes).  The file is validated by the policy loader first: a bad one
+    raises its ``PolicyError`` (file, line, field) and nothing is returned.  With ``host``
+    the file is a whole policy (that host's uplink, ports and layers, plus mappings);
+    without, a file of ``mappings`` only."""
+    if host is None:
+        if _has_key(text, "uplink") or _has_key(text, "ports"):
+            raise PolicyError("a file with an uplink is one host's policy: give --host",
+                              file=filename)
+        extra = "\nuplink: {mac: '02:00:00:00:00:01', ip: 0.0.0.0, gateway_mac: '02:00:00:00:00:01'}\n"
+        if not _has_key(text, "version"):
+            extra += "version: 1\n"
+        policy, data = load_policy_data(text.rstrip("\n") + extra, filename)
+    else:
+        _check_name(host, filename)
+        policy, data = load_policy_data(text, filename)
+    keys: dict[str, str] = {}
+    owned: list[str] = []
+    for m, entries in (data.get("mappings") or {}).items():
+        for ca, entry in entries.items():
+            keys[f"{PREFIX}mappings/{m}/{ca}"] = json.dumps(entry, sort_keys=True)
+    if host is not None:
+        hp = host_prefix(host)
+        keys[hp + "uplink"] = json.dumps(data["uplink"], sort_keys=True)
+        for port in data.get("ports") or []:
+            keys[f"{hp}ports/{port['name']}"] = json.dumps(port, sort_keys=True)
+        for layer in data.get("layers") or []:
+            keys[f"{hp}layers/{layer['name']}"] = json.dumps(layer, sort_keys=True)
+        owned = [hp + "ports/", hp + "layers/"]
+        for m, vnet in vnets(policy).items():
+            keys[f"{PREFIX}vnets/{m}"] = json.dumps(vnet, sort_keys=True)
+    return keys, owned
+
+
+def _has_key(text: str, key: str) -> bool:
+    return any(line.startswith(f"{key}:") for line in text.splitlines())
+
+
+def _check_name(host: str, filename: str) -> None:
+    if not host or "/" in host or host.strip() != host:
+        raise PolicyError(f"bad host name {host!r}", file=filename, field="--host")
+
+
+def vnets(policy: Policy) -> dict[str, dict[str, Any]]:
+    """The VNETs a policy's encaps name: mapping -> VNI and the CA prefixes it covers."""
+    out: dict[str, dict[str, Any]] = {}
+    for layer in policy.layers.values():
+        for rule in layer.outbound:
+            for a in rule.actions:
+                if isinstance(a, Encap):
+                    v = out.setdefault(a.map, {"vni": a.vni, "prefixes": []})
+                    for p in rule.match.dst_ip or ():
+                        text = str(p)
+                        if text not in v["prefixes"]:
+                            v["prefixes"].append(text)
+    return out
+
+
+def host_policy(kvs: dict[str, str], host: str) -> Policy | None:
+    """The policy of ``host`` from the store's keys (None while it has no uplink),
+    validated by the policy loader (errors name the etcd prefix)."""
+    hp = host_prefix(host)
+    uplink = kvs.get(hp + "uplink")
+    if uplink is None:
+        return None
+    ports = [json.loads(v) for k, v in sorted(kvs.items()) if k.startswith(hp + "ports/")]
+    layers = [json.loads(v) for k, v in sorted(kvs.items()) if k.startswith(hp + "layers/")]
+    mappings: dict[str, dict[str, Any]] = {}
+    mp = PREFIX + "mappings/"
+    for k, v in sorted(kvs.items()):
+        if k.startswith(mp):
+            name, _, ca = k[len(mp):].partition("/")
+            mappings.setdefault(name, {})[ca] = json.loads(v)
+    doc = {"version": 1, "uplink": json.loads(uplink), "ports": ports, "layers": layers,
+           "mappings": mappings}
+    return load_policy_text(json.dumps(doc, indent=1), f"etcd:{hp}")
+
+
+# -- the store ---------------------------------------------------------------------------
+class Store:
+    """etcd through ``etcd3gw`` (one client per process)."""
+
+    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+        from etcd3gw.client import Etcd3Client
+
+        u = urlsplit(url if "://" in url else f"http://{url}")
+        self.url = url
+        self.client = Etcd3Client(host=u.hostname or "127.0.0.1", port=u.port or 2379,
+                                  protocol=u.scheme or "http", timeout=timeout)
+        self._watches: set[Any] = set()
+
+    def cancel_watches(self) -> None:
+        """Close the open watch streams (their iterators end)."""
+        for resp in list(self._watches):
+            resp.close()
+
+    def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return dict(self.client.post(self.client.get_url(path), json=payload))
+        except Exception as exc:
+            raise FleetError(f"etcd at {self.url}: {exc}") from exc
+
+    def range(self, prefix: str) -> tuple[int, dict[str, str], dict[str, int]]:
+        """The keys under ``prefix``: (store revision, key -> value, key -> mod revision)."""
+        r = self._post("/kv/range", {"key": _b64(prefix), "range_end": _range_end(prefix)})
+        kvs = {_unb64(kv["key"]): _unb64(kv.get("value", "")) for kv in r.get("kvs", [])}
+        mods = {_unb64(kv["key"]): int(kv["mod_revision"]) for kv in r.get("kvs", [])}
+        return int(r["header"]["revision"]), kvs, mods
+
+    def apply(self, keys: dict[str, str], owned: list[str]) -> int:
+        """Set ``keys`` and delete the other keys under the ``owned`` prefixes, in one
+        transaction.  Returns the new revision."""
+        _, have, _ = self.range(PREFIX)
+        success: list[dict[str, Any]] = [
+            {"request_put": {"key": _b64(k), "value": _b64(v)}} for k, v in keys.items()
+            if have.get(k) != v]
+        for k in have:
+            if any(k.startswith(p) for p in owned) and k not in keys:
+                success.append({"request_delete_range": {"key": _b64(k)}})
+        r = self._post("/kv/txn", {"compare": [], "success": success, "failure": []})
+        return int(r["header"]["revision"])
+
+    def put(self, key: str, value: str, lease: int | None = None) -> int:
+        payload: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+        if lease is not None:
+            payload["lease"] = lease
+        return int(self._post("/kv/put", payload)["header"]["revision"])
+
+    def grant(self, ttl: int) -> int:
+        return int(self._post("/lease/grant", {"TTL": ttl})["ID"])
+
+    def keepalive(self, lease: int) -> bool:
+        """Refresh a lease; False when it is gone (expired)."""
+        r = self._post("/lease/keepalive", {"ID": lease})
+        return int(r.get("result", {}).get("TTL", 0)) > 0
+
+    def compact(self, revision: int) -> None:
+        self._post("/kv/compaction", {"revision": revision, "physical": True})
+
+    def watch(self, prefix: str, start: int,
+              stop: threading.Event) -> Iterator[tuple[int, list[tuple[str, str | None]]]]:
+        """Batches of changes under ``prefix`` from revision ``start``: (revision,
+        [(key, value or None when deleted)]).  Raises ``Compacted`` when ``start`` is
+        compacted away and ``FleetError`` when the stream ends (etcd gone)."""
+        req: dict[str, Any] = {"create_request": {"key": _b64(prefix), "range_end": _range_end(prefix),
+                                  "start_revision": start}}
+        resp: Any = None
+        try:
+            resp = self.client.session.post(self.client.get_url("/watch"), json=req,
+                                            stream=True, timeout=(5, None))
+            self._watches.add(resp)
+            if stop.is_set():
+                return
+            for line in resp.iter_lines():
+                if stop.is_set():
+                    resp.close()
+                    return
+                if not line.strip():
+                    continue
+                res = json.loads(line).get("result", {})
+                if int(res.get("compact_revision", 0) or 0) > 0:
+                    resp.close()
+                    raise Compacted(int(res["compact_revision"]))
+                events = res.get("events") or []
+                if not events:
+                    continue
+                rev = int(res["header"]["revision"])
+                batch = [(_unb64(e["kv"]["key"]),
+                          None if e.get("type") == "DELETE" else _unb64(e["kv"].get("value", "")))
+                         for e in events]
+                yield rev, batch
+        except (Compacted, FleetError):
+            raise
+        except Exception as exc:
+            if stop.is_set():
+                return
+            raise FleetError(f"etcd watch at {self.url}: {exc}") from exc
+        finally:
+            self._watches.discard(resp)
+        if stop.is_set():
+            return
+        raise FleetError(f"etcd watch at {self.url}: the stream ended")
+
+
+# -- the agent -----------------------------------------------------------------------------
+Applier = Callable[[Policy, int], None]
+"""What the agent drives: given each new policy and the revision it comes from."""
+
+
+@dataclass
+class AgentStatus:
+    host: str
+    revision: int = 0
+    """Store revision of the last applied state (0: never synced)."""
+    synced: bool = False
+    etcd: str = "unknown"
+    """``ok`` or ``down`` (then forwarding goes on with the last state)."""
+    ports: list[str] = field(default_factory=list)
+    error: str = ""
+    resyncs: int = 0
+    compactions: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps({"host": self.host, "revision": self.revision,
+                           "synced": self.synced, "etcd": self.etcd, "ports": self.ports,
+                           "error": self.error, "resyncs": self.resyncs,
+                           "compactions": self.compactions}, sort_keys=True)
+
+
+class Agent:
+    """Keeps one host's switch on the state etcd holds for it.
+
+    Full sync (a range read at revision R, applied) then a watch from R+1; each batch of
+    events is applied in order.  The stream ending (etcd down) keeps the last state
+    applied and marks ``etcd: down``; the watch resumes from the last revision seen.  A
+    compacted start revision is followed by a full resync.  Nothing is applied before
+    the first sync, so a host forwards nothing it was not told."""
+
+    def __init__(self, store: Store, host: str, applier: Applier, *,
+                 retry: float = 0.5) -> None:
+        self.store = store
+        self.host = host
+        self.applier = applier
+        self.retry = retry
+        self.status = AgentStatus(host)
+        self.kvs: dict[str, str] = {}
+        self.stop = threading.Event()
+        self._lease: int | None = None
+        self._applied: Policy | None = None
+        self.last_revision: int | None = None
+        """Revision the watch resumes after (None: a full sync comes first)."""
+
+    def _relevant(self, key: str) -> bool:
+        return key.startswith((host_prefix(self.host), PREFIX + "mappings/"))
+
+    def _apply(self, revision: int) -> None:
+        try:
+            policy = host_policy(self.kvs, self.host)
+        except PolicyError as exc:
+            self.status.error = str(exc)
+            log.error("fleet: refused state at revision %d: %s", revision, exc)
+            return
+        if policy is not None and policy != self._applied:
+            self.applier(policy, revision)
+            self._applied = policy
+        self.status.error = ""
+        self.status.revision = revision
+        self.status.synced = True
+        self.status.ports = [p.name for p in policy.ports] if policy is not None else []
+
+    def sync(self) -> int:
+        """Full read of the host's keys and the mappings; returns the revision."""
+        rev, kvs, _ = self.store.range(PREFIX)
+        self.kvs = {k: v for k, v in kvs.items() if self._relevant(k)}
+        self._apply(rev)
+        self.status.resyncs += 1
+        self.status.etcd = "ok"
+        self.report()
+        return rev
+
+    def report(self) -> None:
+        """Write the status key under the lease (best effort: etcd may be down)."""
+        try:
+            if self._lease is None:
+                self._lease = self.store.grant(STATUS_TTL)
+            self.store.put(status_key(self.host), self.status.to_json(), lease=self._lease)
+        except FleetError:
+            self._lease = None
+
+    def run(self) -> None:
+        """Until ``stop`` is set."""
+        self.stop.clear()
+        beat = threading.Thread(target=self._heartbeat, daemon=True)
+        beat.start()
+        while not self.stop.is_set():
+            rev = self.last_revision
+            try:
+                if rev is None:
+                    rev = self.last_revision = self.sync()
+                for rev_, batch in self.store.watch(PREFIX, rev + 1, self.stop):
+                    changed = False
+                    for k, v in batch:
+                        if not self._relevant(k):
+                            continue
+                        changed = True
+                        if v is None:
+                            self.kvs.pop(k, None)
+                        else:
+                            self.kvs[k] = v
+                    rev = self.last_revision = rev_
+                    if changed:
+                        self._apply(rev)
+                    else:
+                        self.status.revision = rev
+                    self.status.etcd = "ok"
+                    self.report()
+            except Compacted as exc:
+                self.status.compactions += 1
+                log.warning("fleet: revision %s compacted (at %s): full resync", rev, exc)
+                self.last_revision = None
+            except FleetError as exc:
+                if self.status.etcd != "down":
+                    log.warning("fleet: etcd down, forwarding with the state of revision "
+                                "%d: %s", self.status.revision, exc)
+                self.status.etcd = "down"
+                self.stop.wait(self.retry)
+
+    def close(self) -> None:
+        """Stop ``run`` (from another thread)."""
+        self.stop.set()
+        self.store.cancel_watches()
+
+    def _heartbeat(self) -> None:
+        while not self.stop.wait(STATUS_TTL / 3):
+            try:
+                if self._lease is not None and not self.store.keepalive(self._lease):
+                    self._lease = None
+            except FleetError:
+                self._lease = None
+            self.report()
+
+
+def wait_for(pred: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``pred`` until true or ``timeout`` seconds pass (used by ctl and tests)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return pred()

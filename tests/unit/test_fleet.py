@@ -1,0 +1,214 @@
+"""The etcd control plane against a real etcd (issue 12): `ctl apply` validation and its
+one transaction, the key layout, and an agent following changes, etcd going away and a
+compacted watch."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from etcd_fixtures import EtcdProc
+from hostsdn.errors import PolicyError
+from hostsdn.nic.datapath import Datapath
+from hostsdn.policy.model import Policy
+from hostsdn.runtime.fleet import PREFIX, Agent, Store, desired_keys, status_key, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = (ROOT / "examples" / "policy.yaml").read_text()
+WAIT = 20.0          # generous: a condition waited for, never a timing asserted
+
+
+def apply(store: Store, text: str, host: str | None, name: str = "h.yaml") -> int:
+    return store.apply(*desired_keys(text, name, host))
+
+
+def ip(text: str) -> int:
+    return int.from_bytes(bytes(int(x) for x in text.split(".")), "big")
+
+
+def test_bad_file_is_the_loader_error_and_nothing_is_written(etcd: EtcdProc) -> None:
+    store = Store(etcd.url)
+    bad = EXAMPLE.replace('mac: "02:00:00:00:00:02"', 'mac: "02:00:00:00:00:0g"')
+    with pytest.raises(PolicyError) as err:
+        apply(store, bad, "h1", "bad.yaml")
+    line = next(i for i, t in enumerate(bad.splitlines(), 1) if "00:0g" in t)
+    assert err.value.file == "bad.yaml" and err.value.line == line
+    assert "mac" in (err.value.field or "")
+    assert store.range(PREFIX)[1] == {}
+
+
+def test_apply_is_one_transaction_and_owns_the_hosts_ports(etcd: EtcdProc) -> None:
+    store = Store(etcd.url)
+    rev0 = store.range(PREFIX)[0]
+    rev1 = apply(store, EXAMPLE, "h1")
+    assert rev1 == rev0 + 1
+    _, kvs, mods = store.range(PREFIX)
+    assert set(mods.values()) == {rev1}
+    assert json.loads(kvs[PREFIX + "hosts/h1/ports/web"])["layers"] == [
+        "acl", "meter", "nat", "vnet"]
+    assert json.loads(kvs[PREFIX + "mappings/vnet1/10.1.0.5"]) == {
+        "pa": "192.0.2.2", "mac": "02:00:00:00:00:05"}
+    assert json.loads(kvs[PREFIX + "vnets/vnet1"]) == {"vni": 5001,
+                                                        "prefixes": ["10.1.0.0/16"]}
+    # the same file again writes nothing new; without db, db's key goes in one txn
+    no_db = EXAMPLE.replace('  - name: db\n    mac: "02:00:00:00:00:02"\n'
+                            '    ips: ["10.1.0.6/24"]\n    layers: [db-acl]\n', "")
+    assert no_db != EXAMPLE
+    rev2 = apply(store, no_db, "h1")
+    _, kvs, _ = store.range(PREFIX)
+    assert PREFIX + "hosts/h1/ports/db" not in kvs and PREFIX + "hosts/h1/ports/web" in kvs
+    assert rev2 == rev1 + 1
+
+
+def test_a_mappings_file_needs_no_host_and_a_host_file_needs_one(etcd: EtcdProc) -> None:
+    store = Store(etcd.url)
+    apply(store, 'mappings:\n  vnet1:\n    "10.1.0.9": {pa: 192.0.2.9, mac: "02:00:00:00:00:09"}\n',
+          None)
+    assert PREFIX + "mappings/vnet1/10.1.0.9" in store.range(PREFIX)[1]
+    with pytest.raises(PolicyError, match="--host"):
+        apply(store, EXAMPLE, None)
+    with pytest.raises(PolicyError) as err:
+        apply(store, 'mappings:\n  vnet1:\n    "10.1.0.9": {pa: 192.0.2.9, mac: 7}\n', None,
+              "m.yaml")
+    assert err.value.file == "m.yaml" and err.value.line == 3
+
+
+class Recorder:
+    """An applier that drives a simnic datapath, as the agent's switch."""
+
+    def __init__(self) -> None:
+        self.dp: Datapath | None = None
+        self.applied: list[tuple[Policy, int]] = []
+
+    def __call__(self, policy: Policy, revision: int) -> None:
+        if self.dp is None:
+            self.dp = Datapath(policy)
+        else:
+            self.dp.update(policy)
+        self.applied.append((policy, revision))
+
+    def pa_of(self, ca: str) -> int | None:
+        assert self.dp is not None
+        e = self.dp.switch.policy.mappings["vnet1"].lookup(4, ip(ca))
+        return None if e is None else e.pa
+
+
+def start(agent: Agent) -> threading.Thread:
+    t = threading.Thread(target=agent.run, daemon=True)
+    t.start()
+    return t
+
+
+def stop(agent: Agent, t: threading.Thread) -> None:
+    agent.close()
+    t.join(WAIT)
+    assert not t.is_alive()
+
+
+def test_agent_follows_changes_and_reports_status(etcd: EtcdProc) -> None:
+    store = Store(etcd.url)
+    rec = Recorder()
+    agent = Agent(Store(etcd.url), "h1", rec, retry=0.05)
+    t = start(agent)
+    try:
+        assert wait_for(lambda: agent.status.synced, WAIT)
+        assert rec.dp is None                       # nothing to forward before its state
+        rev = apply(store, EXAMPLE, "h1")
+        assert wait_for(lambda: agent.status.revision >= rev, WAIT)
+        assert rec.dp is not None and set(rec.dp.switch.ports) == {"web", "db"}
+        # another host's keys do not concern h1
+        rev = apply(store, EXAMPLE, "h2")
+        assert wait_for(lambda: agent.status.revision >= rev, WAIT)
+        assert len(rec.applied) == 1
+        # a VM moves: one key
+        rev = apply(store, 'mappings:\n  vnet1:\n    "10.1.0.5": {pa: 192.0.2.3, '
+                    'mac: "02:00:00:00:00:05"}\n', None)
+        assert wait_for(lambda: agent.status.revision >= rev, WAIT)
+        assert rec.pa_of("10.1.0.5") == ip("192.0.2.3")
+        # a port goes
+        no_db = EXAMPLE.replace('  - name: db\n    mac: "02:00:00:00:00:02"\n'
+                                '    ips: ["10.1.0.6/24"]\n    layers: [db-acl]\n', "")
+        rev = apply(store, no_db, "h1")
+        assert wait_for(lambda: agent.status.revision >= rev, WAIT)
+        assert set(rec.dp.switch.ports) == {"web"}
+        # the status key, written under a lease
+        def status() -> dict[str, object]:
+            raw = store.range(status_key("h1"))[1].get(status_key("h1"))
+            return json.loads(raw) if raw else {}
+
+        assert wait_for(lambda: status().get("ports") == ["web"], WAIT)
+        st = status()
+        assert st["synced"] and st["etcd"] == "ok"
+        assert isinstance(st["revision"], int) and st["revision"] >= rev
+    finally:
+        stop(agent, t)
+
+
+def test_agent_rides_out_etcd_down_and_resumes(etcd: EtcdProc) -> None:
+    store = Store(etcd.url)
+    apply(store, EXAMPLE, "h1")
+    rec = Recorder()
+    agent = Agent(Store(etcd.url, timeout=1.0), "h1", rec, retry=0.05)
+    t = start(agent)
+    try:
+        assert wait_for(lambda: rec.dp is not None, WAIT)
+        etcd.stop()
+        assert wait_for(lambda: agent.status.etcd == "down", WAIT)
+        assert rec.dp is not None and set(rec.dp.switch.ports) == {"web", "db"}
+        syncs = agent.status.resyncs
+        etcd.start()
+        rev = apply(store, 'mappings:\n  vnet1:\n    "10.1.0.5": {pa: 192.0.2.4, '
+                    'mac: "02:00:00:00:00:05"}\n', None)
+        assert wait_for(lambda: rec.pa_of("10.1.0.5") == ip("192.0.2.4"), WAIT)
+        assert agent.status.etcd == "ok" and agent.status.revision >= rev
+        assert agent.status.resyncs == syncs        # resumed the watch, no full resync
+    finally:
+        stop(agent, t)
+
+
+def test_a_compacted_watch_is_a_full_resync(etcd: EtcdProc) -> None:
+    store = Store(etcd.url)
+    apply(store, EXAMPLE, "h1")
+    rec = Recorder()
+    agent = Agent(Store(etcd.url), "h1", rec, retry=0.05)
+    t = start(agent)
+    assert wait_for(lambda: rec.dp is not None, WAIT)
+    stop(agent, t)
+    assert agent.last_revision is not None
+    # while the agent is away the mapping moves twice and history is compacted
+    apply(store, 'mappings:\n  vnet1:\n    "10.1.0.5": {pa: 192.0.2.7, '
+          'mac: "02:00:00:00:00:05"}\n', None)
+    rev = apply(store, 'mappings:\n  vnet1:\n    "10.1.0.5": {pa: 192.0.2.8, '
+                'mac: "02:00:00:00:00:05"}\n', None)
+    store.compact(rev)
+    t = start(agent)
+    try:
+        assert wait_for(lambda: rec.pa_of("10.1.0.5") == ip("192.0.2.8"), WAIT)
+        assert agent.status.compactions == 1
+        assert t.is_alive()
+    finally:
+        stop(agent, t)
+
+
+def test_ctl_apply_and_get(etcd: EtcdProc, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from hostsdn.cli.main import main
+
+    pol = tmp_path / "h1.yaml"
+    pol.write_text(EXAMPLE)
+    run = CliRunner()
+    res = run.invoke(main, ["ctl", "--etcd", etcd.url, "apply", "-f", str(pol), "--host", "h1"])
+    assert res.exit_code == 0, res.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(EXAMPLE.replace("priority: 200", "priority: high"))
+    res = run.invoke(main, ["ctl", "--etcd", etcd.url, "apply", "-f", str(bad), "--host", "h1"])
+    assert res.exit_code == 2 and f"{bad}:" in res.output and "priority" in res.output
+    res = run.invoke(main, ["ctl", "--etcd", etcd.url, "get", "ports", "--json"])
+    assert res.exit_code == 0, res.output
+    assert sorted(r["port"] for r in json.loads(res.output)["ports"]) == ["db", "web"]
+    res = run.invoke(main, ["ctl", "--etcd", etcd.url, "get", "hosts"])
+    assert res.exit_code == 0 and "h1" in res.output and "no status" in res.output
