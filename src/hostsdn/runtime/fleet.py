@@ -177,7 +177,7 @@ class Store:
         try:
             return dict(self.client.post(self.client.get_url(path), json=payload))
         except Exception as exc:
-            raise FleetError(f"etcd at {self.url}: {exc}") from exc
+            raise FleetError(f"etcd at {self.url}: {exc or type(exc).__name__}") from exc
 
     def range(self, prefix: str) -> tuple[int, dict[str, str], dict[str, int]]:
         """The keys under ``prefix``: (store revision, key -> value, key -> mod revision)."""
@@ -253,7 +253,7 @@ class Store:
         except Exception as exc:
             if stop.is_set():
                 return
-            raise FleetError(f"etcd watch at {self.url}: {exc}") from exc
+            raise FleetError(f"etcd watch at {self.url}: {exc or type(exc).__name__}") from exc
         finally:
             self._watches.discard(resp)
         if stop.is_set():
@@ -367,12 +367,13 @@ class Agent:
                         else:
                             self.kvs[k] = v
                     rev = self.last_revision = rev_
-                    if changed:
-                        self._apply(rev)
-                    else:
-                        self.status.revision = rev
-                    self.status.etcd = "ok"
-                    self.report()
+                    self.status.revision = rev      # seen (the heartbeat reports it)
+                    if changed or self.status.etcd != "ok":
+                        # (only then: agents' own status writes are events too)
+                        if changed:
+                            self._apply(rev)
+                        self.status.etcd = "ok"
+                        self.report()
             except Compacted as exc:
                 self.status.compactions += 1
                 log.warning("fleet: revision %s compacted (at %s): full resync", rev, exc)
