@@ -27,7 +27,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 NOT_SCANNED = {"benchmarks.md": "benchmark commands are run by hand (bench/ scripts print "
-                                "tables; some need root and minutes)"}
+                                "tables; some need root and minutes)",
+               "fleet.md": "NOT YET RUN AS WRITTEN: its walk-through runs etcd and an agent in "
+                           "the background; the same steps (ctl apply/get, an agent following "
+                           "a moved mapping) run in tests/unit/test_fleet.py against a real "
+                           "etcd; bring it under this convention"}
 KERNEL_DOCS = {"up.md"}
 """Pages whose commands and snippets need root and network namespaces."""
 
