@@ -367,7 +367,8 @@ class Agent:
                         else:
                             self.kvs[k] = v
                     rev = self.last_revision = rev_
-                    self.status.revision = rev      # seen (the heartbeat reports it)
+                    if not changed:
+                        self.status.revision = rev  # seen (the heartbeat reports it)
                     if changed or self.status.etcd != "ok":
                         # (only then: agents' own status writes are events too)
                         if changed:
